@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny, seeded models built in code (no network)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from transformers import CONFIG_MAPPING
+
+import slowfast_hf  # noqa: F401  (registers the Auto classes)
+from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration
+
+VOCAB_SIZE = 128
+IMAGE_TOKEN_ID = 126
+VIDEO_TOKEN_ID = 127
+IMAGE_SIZE = 32
+PATCH_SIZE = 8  # 4x4 patch grid per frame
+
+
+def tiny_text_config(model_type: str = "qwen2", **overrides):
+    """A 4-layer decoder of `model_type` with grouped-query attention (4 query heads, 2 KV heads)."""
+    kwargs = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    kwargs.update(overrides)
+    return CONFIG_MAPPING[model_type](**kwargs)
+
+
+def tiny_vision_config(model_type: str = "siglip_vision_model", **overrides):
+    kwargs = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+    )
+    kwargs.update(overrides)
+    return CONFIG_MAPPING[model_type](**kwargs)
+
+
+def tiny_slowfast_config(text_model_type: str = "qwen2", text_overrides=None, **overrides):
+    kwargs = dict(
+        text_config=tiny_text_config(text_model_type, **(text_overrides or {})).to_dict(),
+        vision_config=tiny_vision_config().to_dict(),
+        hybrid_layers=[0, 2],
+        image_token_id=IMAGE_TOKEN_ID,
+        video_token_id=VIDEO_TOKEN_ID,
+        fast_temporal_stride=2,
+    )
+    kwargs.update(overrides)
+    return SlowFastConfig(**kwargs)
+
+
+def tiny_slowfast_model(text_model_type: str = "qwen2", seed: int = 0, **config_overrides):
+    torch.manual_seed(seed)
+    return SlowFastForConditionalGeneration(tiny_slowfast_config(text_model_type, **config_overrides)).eval()
+
+
+def video_prompt(model, num_frames: int, prefix=(1, 2, 3), suffix=(4, 5, 6)) -> list[int]:
+    """Token ids `prefix + placeholders + suffix`, with as many video placeholders as the model makes fast tokens."""
+    grid = IMAGE_SIZE // PATCH_SIZE
+    count = model.model.token_builder.num_fast_tokens(num_frames, grid, grid)
+    return list(prefix) + [VIDEO_TOKEN_ID] * count + list(suffix)
+
+
+@pytest.fixture
+def model():
+    return tiny_slowfast_model()

@@ -1,0 +1,39 @@
+# Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
+"""slowfast_hf: the slow-fast video architecture (Shi et al., 2025) for any Llama/Qwen-style Transformers decoder.
+
+Importing the package registers the config and models with the Auto classes, and marks them so that
+`save_pretrained` ships their code (`trust_remote_code=True` loads work without this package installed).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+
+from .configuration_slowfast import SlowFastConfig
+from .hybrid_attention import SlowFastCrossAttention, SlowKeyValues, add_hybrid_layers
+from .modeling_slowfast import (
+    SlowFastForConditionalGeneration,
+    SlowFastModel,
+    SlowFastPreTrainedModel,
+    SlowFastVisualFeatures,
+)
+from .token_builder import SlowFastTokenBuilder
+
+__version__ = "0.1.0"
+
+AutoConfig.register(SlowFastConfig.model_type, SlowFastConfig, exist_ok=True)
+AutoModel.register(SlowFastConfig, SlowFastModel, exist_ok=True)
+AutoModelForImageTextToText.register(SlowFastConfig, SlowFastForConditionalGeneration, exist_ok=True)
+SlowFastConfig.register_for_auto_class()
+SlowFastModel.register_for_auto_class("AutoModel")
+SlowFastForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+
+__all__ = [
+    "SlowFastConfig",
+    "SlowFastCrossAttention",
+    "SlowFastForConditionalGeneration",
+    "SlowFastModel",
+    "SlowFastPreTrainedModel",
+    "SlowFastTokenBuilder",
+    "SlowFastVisualFeatures",
+    "SlowKeyValues",
+    "add_hybrid_layers",
+]

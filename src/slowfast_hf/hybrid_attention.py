@@ -1,0 +1,318 @@
+# Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
+"""
+Hybrid decoder layers: chosen layers of an unmodified Transformers decoder also cross-attend to the slow tokens.
+
+A hybrid layer keeps every parameter of the base layer and gains one submodule, `self_attn.cross_attn`
+([`SlowFastCrossAttention`]). The cross term is added through the `AttentionInterface` seam: the decoder's attention
+implementation is switched to a registered wrapper (`"slowfast_sdpa"` for `"sdpa"`, and so on) that runs the base
+implementation unchanged and, in hybrid layers, adds the gated cross-attention to its output before `o_proj`. The
+slow keys/values reach it through the `**kwargs` that Transformers forwards from the model to every attention call.
+"""
+
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers import initialization as init
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from .configuration_slowfast import GATE_KINDS
+
+ATTENTION_PREFIX = "slowfast_"
+WRAPPED_IMPLEMENTATIONS = (
+    "eager",
+    "sdpa",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+    "flex_attention",
+)
+SLOW_FAST_CONTEXT_KWARG = "slow_fast_context"
+
+
+class SlowFastCrossAttention(nn.Module):
+    """
+    The parameters a hybrid layer adds to its attention module, and the gated cross-attention they compute
+    (DESIGN §2, steps 3-6). Queries are the layer's own post-rotary self-attention queries; keys and values come
+    from the slow tokens (through the layer's own input norm) with no rotary embedding.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        num_key_value_heads: int,
+        head_dim: int,
+        kv_bias: bool,
+        gate_kind: str = "dynamic_tanh_warmup",
+    ):
+        super().__init__()
+        if gate_kind not in GATE_KINDS:
+            raise ValueError(f"`gate_kind` must be one of {GATE_KINDS}, got {gate_kind!r}.")
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.gate_kind = gate_kind
+        # rows: [keys of every KV head ; values of every KV head], like `[Wk ; Wv]`
+        self.kv_proj = nn.Linear(hidden_size, 2 * num_key_value_heads * head_dim, bias=kv_bias)
+        if gate_kind == "dynamic_tanh_warmup":
+            self.gate_proj = nn.Linear(num_attention_heads * head_dim, 1)
+        self.gate_alpha = nn.Parameter(torch.zeros(1))
+
+    def project_slow_tokens(self, normed_slow_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N, D) normed slow tokens -> keys and values, each (B, Hkv, N, d)."""
+        key_value = self.kv_proj(normed_slow_tokens)
+        key, value = rearrange(key_value, "b n (kv h d) -> kv b h n d", kv=2, h=self.num_key_value_heads)
+        return key, value
+
+    def gate(self, attn_output: torch.Tensor) -> torch.Tensor:
+        """(B, L, H, d) self-attention output -> (B, L, 1, 1) gate."""
+        warm_up = torch.tanh(self.gate_alpha)
+        if self.gate_kind == "tanh_warmup":
+            return warm_up.view(1, 1, 1, 1)
+        per_token = torch.tanh(self.gate_proj(rearrange(attn_output, "b l h d -> b l (h d)")))
+        return (per_token * warm_up).unsqueeze(-1)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        attn_output: torch.Tensor,
+        slow_key: torch.Tensor,
+        slow_value: torch.Tensor,
+        key_mask: torch.Tensor,
+        query_mask: torch.Tensor,
+        scaling: float,
+    ) -> torch.Tensor:
+        """
+        Args:
+            query: (B, H, L, d) post-rotary self-attention queries.
+            attn_output: (B, L, H, d) self-attention output, before `o_proj`.
+            slow_key, slow_value: (B, Hkv, N, d).
+            key_mask: (B, N) bool, True for real slow tokens; every row has at least one True.
+            query_mask: (B, L) bool, True where the position receives the cross term.
+        Returns:
+            (B, L, H, d): `attn_output + gate * cross * query_mask`.
+        """
+        cross = F.scaled_dot_product_attention(
+            query,
+            slow_key.to(query.dtype),
+            slow_value.to(query.dtype),
+            attn_mask=key_mask[:, None, None, :],
+            scale=scaling,
+            enable_gqa=True,
+        )
+        cross = rearrange(cross, "b h l d -> b l h d")
+        gated = self.gate(attn_output) * cross * query_mask[:, :, None, None].to(cross.dtype)
+        return attn_output + gated.to(attn_output.dtype)
+
+
+@dataclass
+class SlowKeyValues:
+    """The slow tokens' keys/values of every hybrid layer, projected once per prompt and reused while decoding."""
+
+    key_values: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer_idx -> key, value, each (B, Hkv, N, d)
+    key_mask: torch.Tensor  # (B, N) bool, True for real slow tokens (rows without any are all False)
+    has_slow_tokens: torch.Tensor  # (B,) bool
+
+
+@dataclass
+class SlowFastAttentionContext:
+    """What the attention wrapper needs in one forward pass; travels to it through the decoder's `**kwargs`."""
+
+    slow_key_values: SlowKeyValues
+    query_mask: torch.Tensor  # (B, L) bool, positions of this forward pass that receive the cross term
+
+    @property
+    def attention_key_mask(self) -> torch.Tensor:
+        """(B, N) key mask where a row with no slow token attends its first (zero) slot, so softmax stays finite;
+        `query_mask` is False on those rows, so the result is never used."""
+        slow = self.slow_key_values
+        return slow.key_mask | (~slow.has_slow_tokens[:, None] & (torch.arange(slow.key_mask.shape[1], device=slow.key_mask.device) == 0))
+
+
+def _base_attention_function(module: nn.Module, implementation: str):
+    if implementation != "eager":
+        return ALL_ATTENTION_FUNCTIONS[implementation]
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+    if eager is None:
+        raise ValueError(f"{type(module).__name__} has no module-level `eager_attention_forward` to wrap.")
+    return eager
+
+
+def _make_hybrid_attention(implementation: str):
+    def hybrid_attention(module, query, key, value, attention_mask, **kwargs):
+        context: SlowFastAttentionContext | None = kwargs.pop(SLOW_FAST_CONTEXT_KWARG, None)
+        attn_output, attn_weights = _base_attention_function(module, implementation)(
+            module, query, key, value, attention_mask, **kwargs
+        )
+        cross_attn = getattr(module, "cross_attn", None)
+        if cross_attn is None or context is None:
+            return attn_output, attn_weights
+        slow_key, slow_value = context.slow_key_values.key_values[module.layer_idx]
+        attn_output = cross_attn(
+            query,
+            attn_output,
+            slow_key,
+            slow_value,
+            key_mask=context.attention_key_mask.to(query.device),
+            query_mask=context.query_mask.to(query.device),
+            scaling=module.scaling,
+        )
+        return attn_output, attn_weights
+
+    hybrid_attention.__name__ = f"{ATTENTION_PREFIX}{implementation}_attention"
+    return hybrid_attention
+
+
+for _implementation in WRAPPED_IMPLEMENTATIONS:
+    AttentionInterface.register(ATTENTION_PREFIX + _implementation, _make_hybrid_attention(_implementation))
+    AttentionMaskInterface.register(
+        ATTENTION_PREFIX + _implementation, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[_implementation]
+    )
+
+
+def hybrid_attention_implementation(implementation: str | None) -> str:
+    """The registered wrapper name for a base attention implementation (`"sdpa"` -> `"slowfast_sdpa"`)."""
+    base = (implementation or "sdpa").removeprefix(ATTENTION_PREFIX)
+    if base not in WRAPPED_IMPLEMENTATIONS:
+        raise ValueError(
+            f"Hybrid layers support the attention implementations {WRAPPED_IMPLEMENTATIONS}, got {implementation!r}."
+        )
+    return ATTENTION_PREFIX + base
+
+
+def decoder_layers(language_model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a Transformers decoder (`XModel`) or causal LM (`XForCausalLM`)."""
+    decoder = language_model
+    if not hasattr(decoder, "layers") and hasattr(decoder, "get_decoder"):
+        decoder = decoder.get_decoder()
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"{type(language_model).__name__} is not a Llama/Qwen-style decoder: it has no `layers` ModuleList."
+        )
+    return layers
+
+
+def hybrid_layer_indices(language_model: nn.Module) -> list[int]:
+    return [i for i, layer in enumerate(decoder_layers(language_model)) if hasattr(layer.self_attn, "cross_attn")]
+
+
+def _check_supported(language_model: PreTrainedModel, layers: nn.ModuleList) -> None:
+    name = type(language_model).__name__
+    if not isinstance(language_model, PreTrainedModel) or not getattr(language_model, "_supports_attention_backend"):
+        raise ValueError(
+            f"{name} does not dispatch its attention through Transformers' `AttentionInterface`, which hybrid "
+            "layers need; supported decoders are Llama/Qwen-style models such as Llama, Qwen2, Qwen3 and Mistral."
+        )
+    for index, layer in enumerate(layers):
+        attention = getattr(layer, "self_attn", None)
+        missing = [n for n in ("q_proj", "k_proj", "v_proj", "o_proj") if not hasattr(attention, n)]
+        missing += [n for n in ("input_layernorm",) if not hasattr(layer, n)]
+        if attention is not None:
+            missing += [n for n in ("layer_idx", "scaling", "head_dim") if not hasattr(attention, n)]
+        if missing:
+            raise ValueError(
+                f"{name} layer {index} is not a Llama/Qwen-style decoder layer: it lacks {', '.join(missing)} "
+                "(a `self_attn` with separate q/k/v/o projections and an `input_layernorm` are required)."
+            )
+
+
+def add_hybrid_layers(
+    language_model: PreTrainedModel,
+    hybrid_layers: Iterable[int],
+    gate_kind: str = "dynamic_tanh_warmup",
+    init_cross_kv_from_lm: bool = True,
+) -> PreTrainedModel:
+    """
+    Turn layers of an already-built Transformers decoder into hybrid layers, in place.
+
+    Each chosen layer's attention module gains `cross_attn` ([`SlowFastCrossAttention`]): a slow-token key/value
+    projection (initialised from the layer's `[Wk ; Wv]` when `init_cross_kv_from_lm`), a gate and a warm-up scalar
+    `α = 0`, so the model computes exactly what it computed before until `α` moves. Existing parameter names and
+    values are untouched. The decoder's attention implementation becomes the matching `slowfast_*` wrapper.
+
+    Args:
+        language_model: a Llama/Qwen-style `XModel` or `XForCausalLM` (Llama, Qwen2, Qwen3, Mistral, ...).
+        hybrid_layers: indices of the layers to make hybrid.
+        gate_kind: `"dynamic_tanh_warmup"` (released) or `"tanh_warmup"`.
+        init_cross_kv_from_lm: initialise the slow K/V projection from the layer's own K/V projections.
+    """
+    layers = decoder_layers(language_model)
+    _check_supported(language_model, layers)
+    hybrid_layers = list(hybrid_layers)
+    for index in hybrid_layers:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(layers):
+            raise ValueError(f"`hybrid_layers` entries must be layer indices in [0, {len(layers)}), got {index!r}.")
+    if gate_kind not in GATE_KINDS:
+        raise ValueError(f"`gate_kind` must be one of {GATE_KINDS}, got {gate_kind!r}.")
+
+    config = language_model.config
+    for index in hybrid_layers:
+        attention = layers[index].self_attn
+        if hasattr(attention, "cross_attn"):
+            raise ValueError(f"Layer {index} is already a hybrid layer.")
+        weight = attention.k_proj.weight
+        cross_attn = SlowFastCrossAttention(
+            hidden_size=attention.k_proj.in_features,
+            num_attention_heads=attention.q_proj.out_features // attention.head_dim,
+            num_key_value_heads=attention.k_proj.out_features // attention.head_dim,
+            head_dim=attention.head_dim,
+            kv_bias=attention.k_proj.bias is not None,
+            gate_kind=gate_kind,
+        ).to(device=weight.device, dtype=weight.dtype)
+        init_cross_attention(cross_attn, attention, config, init_cross_kv_from_lm)
+        attention.cross_attn = cross_attn
+    config._attn_implementation = hybrid_attention_implementation(config._attn_implementation)
+    return language_model
+
+
+@torch.no_grad()
+def init_cross_attention(
+    cross_attn: SlowFastCrossAttention, attention: nn.Module, config, init_cross_kv_from_lm: bool
+) -> None:
+    """DESIGN §2 initialisation, through `transformers.initialization` so loaded parameters are left alone."""
+    std = getattr(config, "initializer_range", 0.02)
+    if init_cross_kv_from_lm:
+        init.copy_(cross_attn.kv_proj.weight, torch.cat([attention.k_proj.weight, attention.v_proj.weight]))
+        if cross_attn.kv_proj.bias is not None:
+            init.copy_(cross_attn.kv_proj.bias, torch.cat([attention.k_proj.bias, attention.v_proj.bias]))
+    else:
+        init.normal_(cross_attn.kv_proj.weight, mean=0.0, std=std)
+        if cross_attn.kv_proj.bias is not None:
+            init.zeros_(cross_attn.kv_proj.bias)
+    if cross_attn.gate_kind == "dynamic_tanh_warmup":
+        init.normal_(cross_attn.gate_proj.weight, mean=0.0, std=std)
+        init.zeros_(cross_attn.gate_proj.bias)
+    init.zeros_(cross_attn.gate_alpha)
+
+
+def project_slow_tokens(
+    language_model: nn.Module, slow_tokens: torch.Tensor, slow_token_mask: torch.Tensor
+) -> SlowKeyValues:
+    """
+    Project padded slow tokens (B, N, D) once for every hybrid layer: the layer's own `input_layernorm`, then its
+    slow K/V projection. `slow_token_mask` (B, N) is True for real tokens.
+    """
+    key_values = {}
+    for index, layer in enumerate(decoder_layers(language_model)):
+        cross_attn = getattr(layer.self_attn, "cross_attn", None)
+        if cross_attn is not None:
+            normed = layer.input_layernorm(slow_tokens.to(cross_attn.kv_proj.weight.device))
+            key_values[index] = cross_attn.project_slow_tokens(normed)
+    return SlowKeyValues(key_values, slow_token_mask, slow_token_mask.any(dim=1))
+
+
+__all__ = [
+    "SlowFastCrossAttention",
+    "SlowFastAttentionContext",
+    "SlowKeyValues",
+    "add_hybrid_layers",
+    "hybrid_attention_implementation",
+    "project_slow_tokens",
+]

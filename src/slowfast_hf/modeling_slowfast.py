@@ -1,0 +1,524 @@
+# Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Slow-fast video language model: vision encoder -> projector -> slow/fast tokens -> decoder with hybrid layers."""
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_utils import slice_logits_to_keep
+
+from .configuration_slowfast import SlowFastConfig
+from .hybrid_attention import (
+    SLOW_FAST_CONTEXT_KWARG,
+    SlowFastAttentionContext,
+    SlowKeyValues,
+    add_hybrid_layers,
+    decoder_layers,
+    hybrid_attention_implementation,
+    init_cross_attention,
+    project_slow_tokens,
+)
+from .token_builder import SlowFastTokenBuilder
+
+
+@dataclass
+class SlowFastVisualFeatures(ModelOutput):
+    """
+    Slow and fast tokens of a list of videos (or images), in LLM width. Compute them once with
+    `get_video_features` / `get_image_features` and pass them as `video_features` / `image_features` to ask
+    several questions without re-encoding.
+
+    fast_tokens (`list[torch.Tensor]`): one `(num_fast_tokens, hidden_size)` tensor per video.
+    slow_tokens (`list[torch.Tensor]`): one `(num_slow_tokens, hidden_size)` tensor per video.
+    """
+
+    fast_tokens: list[torch.Tensor] | None = None
+    slow_tokens: list[torch.Tensor] | None = None
+
+
+@dataclass
+class SlowFastModelOutputWithPast(BaseModelOutputWithPast):
+    """
+    slow_key_values (`SlowKeyValues`, *optional*): the slow tokens' keys/values of every hybrid layer, reused by
+    later decoding steps.
+    """
+
+    slow_key_values: SlowKeyValues | None = None
+
+
+@dataclass
+class SlowFastCausalLMOutputWithPast(ModelOutput):
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor] | None = None
+    attentions: tuple[torch.FloatTensor] | None = None
+    slow_key_values: SlowKeyValues | None = None
+
+
+def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
+    """Channels of the vision encoder's hidden state number `vision_feature_layer`."""
+    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
+    if hidden_sizes:  # convolutional encoders: the embeddings output, then one output per stage
+        return [hidden_sizes[0], *hidden_sizes][vision_feature_layer]
+    return vision_config.hidden_size
+
+
+class SlowFastMultiModalProjector(nn.Module):
+    """Vision features -> LLM width: `linear`, or `mlp2x_gelu` (Linear, GELU, Linear)."""
+
+    def __init__(self, config: SlowFastConfig):
+        super().__init__()
+        in_features = vision_feature_size(config.vision_config, config.vision_feature_layer)
+        hidden_size = config.text_config.hidden_size
+        self.linear_1 = nn.Linear(in_features, hidden_size, bias=config.projector_bias)
+        if config.projector_type == "mlp2x_gelu":
+            self.act = ACT2FN["gelu"]
+            self.linear_2 = nn.Linear(hidden_size, hidden_size, bias=config.projector_bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.linear_1(features)
+        if hasattr(self, "linear_2"):
+            hidden_states = self.linear_2(self.act(hidden_states))
+        return hidden_states
+
+
+class SlowFastPreTrainedModel(PreTrainedModel):
+    config: SlowFastConfig
+    config_class = SlowFastConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        super().initialize_weights()
+        # Hybrid parameters missing from a checkpoint start as DESIGN §2 says (K/V from the layer's own K/V, α = 0);
+        # loaded ones are left alone by `transformers.initialization`.
+        for module in self.modules():
+            if isinstance(module, SlowFastModel):
+                text_config = module.config.text_config
+                for layer in decoder_layers(module.language_model):
+                    if hasattr(layer.self_attn, "cross_attn"):
+                        init_cross_attention(
+                            layer.self_attn.cross_attn, layer.self_attn, text_config, module.config.init_cross_kv_from_lm
+                        )
+
+    def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
+        super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
+        for module in self.modules():
+            if isinstance(module, SlowFastModel):
+                language_config = module.language_model.config
+                language_config._attn_implementation = hybrid_attention_implementation(
+                    language_config._attn_implementation
+                )
+
+
+class SlowFastModel(SlowFastPreTrainedModel):
+    """Vision encoder, projector and a Transformers decoder whose `config.hybrid_layers` are hybrid layers."""
+
+    def __init__(self, config: SlowFastConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = SlowFastMultiModalProjector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        add_hybrid_layers(
+            self.language_model,
+            config.hybrid_layers,
+            gate_kind=config.cross_attn_gate,
+            init_cross_kv_from_lm=config.init_cross_kv_from_lm,
+        )
+        self.token_builder = SlowFastTokenBuilder.from_config(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def get_frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features."""
+        if pixel_values.ndim != 4:
+            raise ValueError(f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}.")
+        vision_config = self.config.vision_config
+        expected_channels = getattr(vision_config, "num_channels", pixel_values.shape[1])
+        if pixel_values.shape[1] != expected_channels:
+            raise ValueError(f"Frames must have {expected_channels} channels, got {pixel_values.shape[1]}.")
+        height, width = pixel_values.shape[-2:]
+        patch_size = getattr(vision_config, "patch_size", None)
+        image_size = getattr(vision_config, "image_size", None)
+        if patch_size is not None and image_size is not None:
+            expected = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
+            if (height, width) != expected:
+                raise ValueError(
+                    f"Frames are {height}x{width} pixels but the vision encoder takes {expected[0]}x{expected[1]}; "
+                    "resize them with the processor."
+                )
+        outputs = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        features = outputs.hidden_states[self.config.vision_feature_layer]
+        if features.ndim == 4:  # convolutional encoders: (T, C, h, w)
+            features = rearrange(features, "t c h w -> t h w c")
+        else:  # ViT-style encoders: (T, [CLS +] h·w, C)
+            if self.config.vision_feature_select_strategy == "default":
+                features = features[:, 1:]
+            grid_height, grid_width = height // patch_size, width // patch_size
+            if features.shape[1] != grid_height * grid_width:
+                raise ValueError(
+                    f"The vision encoder returned {features.shape[1]} tokens per frame, expected a "
+                    f"{grid_height}x{grid_width} grid; check `vision_feature_select_strategy`."
+                )
+            features = rearrange(features, "t (h w) c -> t h w c", h=grid_height)
+        return self.multi_modal_projector(features)
+
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, video_num_frames: torch.Tensor | list[int] | None = None
+    ) -> SlowFastVisualFeatures:
+        """
+        Args:
+            pixel_values_videos (`torch.Tensor`):
+                Either `(num_videos, max_frames, C, H, W)`, where video `i` is its first `video_num_frames[i]`
+                frames (all of them when `video_num_frames` is None), or `(total_frames, C, H, W)`: the videos'
+                frames one after another, split by `video_num_frames` (one video when None).
+            video_num_frames (`torch.Tensor` or `list[int]` of shape `(num_videos,)`, *optional*):
+                The number of frames of each video.
+        """
+        frames, num_frames = _flatten_videos(pixel_values_videos, video_num_frames)
+        frame_features = self.get_frame_features(frames)
+        fast_tokens, slow_tokens = [], []
+        for video in frame_features.split(num_frames):
+            fast, slow = self.token_builder(video)
+            fast_tokens.append(fast)
+            slow_tokens.append(slow)
+        return SlowFastVisualFeatures(fast_tokens=fast_tokens, slow_tokens=slow_tokens)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> SlowFastVisualFeatures:
+        """`pixel_values` (num_images, C, H, W): each image is a one-frame video."""
+        if pixel_values.ndim != 4:
+            raise ValueError(f"`pixel_values` must have shape (num_images, C, H, W), got {tuple(pixel_values.shape)}.")
+        return self.get_video_features(pixel_values, [1] * pixel_values.shape[0])
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
+        """(B, L) bool mask of the positions holding placeholder `token_id`."""
+        if token_id is None:
+            return torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        if input_ids is not None:
+            return input_ids == token_id
+        placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
+        return (inputs_embeds == placeholder).all(-1)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_num_frames: torch.Tensor | list[int] | None = None,
+        image_features: SlowFastVisualFeatures | None = None,
+        video_features: SlowFastVisualFeatures | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        slow_key_values: SlowKeyValues | None = None,
+        **kwargs,
+    ) -> SlowFastModelOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(num_images, C, H, W)`, *optional*): still images.
+        pixel_values_videos (`torch.FloatTensor`, *optional*): videos, see [`SlowFastModel.get_video_features`].
+        video_num_frames (`torch.Tensor` or `list[int]`, *optional*): frames per video.
+        image_features / video_features (`SlowFastVisualFeatures`, *optional*): precomputed instead of pixels.
+        slow_key_values (`SlowKeyValues`, *optional*): the slow keys/values of an earlier forward pass of the same
+            prompt (generation passes them to every decoding step).
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        if pixel_values is not None and image_features is not None:
+            raise ValueError("Pass either `pixel_values` or `image_features`, not both.")
+        if pixel_values_videos is not None and video_features is not None:
+            raise ValueError("Pass either `pixel_values_videos` or `video_features`, not both.")
+        if video_num_frames is not None and pixel_values_videos is None:
+            raise ValueError("`video_num_frames` was given without `pixel_values_videos`.")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
+        video_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
+        if pixel_values is not None:
+            image_features = self.get_image_features(pixel_values)
+        if pixel_values_videos is not None:
+            video_features = self.get_video_features(pixel_values_videos, video_num_frames)
+
+        is_prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        items = []  # (sample, first position, slow tokens) of every image and video
+        for kind, features, mask in (("image", image_features, image_mask), ("video", video_features, video_mask)):
+            if features is None:
+                if is_prefill and mask.any():
+                    raise ValueError(
+                        f"The text holds {int(mask.sum())} {kind} placeholder tokens but no {kind} was given."
+                    )
+                continue
+            inputs_embeds, placed = _place_fast_tokens(inputs_embeds, mask, features, kind)
+            items += placed
+
+        if items:
+            if slow_key_values is not None:
+                raise ValueError("Pass `slow_key_values` only for later steps of a prompt, not with new images or videos.")
+            slow_tokens, slow_token_mask = _gather_slow_tokens(items, inputs_embeds.shape[0])
+            slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
+
+        if slow_key_values is not None:
+            query_mask = self._query_mask(image_mask | video_mask, attention_mask, slow_key_values, is_prefill)
+            kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(slow_key_values, query_mask)
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return SlowFastModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            slow_key_values=slow_key_values,
+        )
+
+    def _query_mask(self, visual_mask, attention_mask, slow_key_values: SlowKeyValues, is_prefill: bool):
+        """(B, L) positions that receive the cross term: text (not placeholders, not padding) of samples with video."""
+        query_mask = ~visual_mask & slow_key_values.has_slow_tokens.to(visual_mask.device)[:, None]
+        if attention_mask is not None and attention_mask.ndim == 2:
+            query_mask &= attention_mask[:, -visual_mask.shape[1] :].bool().to(visual_mask.device)
+        if self.config.cross_attn_query_positions == "text_after_first_visual" and is_prefill:
+            query_mask &= visual_mask.cumsum(dim=1) > 0
+        return query_mask
+
+
+def _flatten_videos(pixel_values_videos: torch.Tensor, video_num_frames) -> tuple[torch.Tensor, list[int]]:
+    """Video pixels in either accepted layout -> ((total_frames, C, H, W), frames per video)."""
+    if video_num_frames is not None:
+        num_frames = [int(n) for n in (video_num_frames.tolist() if torch.is_tensor(video_num_frames) else video_num_frames)]
+        if not num_frames or min(num_frames) < 1:
+            raise ValueError(f"`video_num_frames` must be a non-empty list of counts >= 1, got {num_frames}.")
+    if pixel_values_videos.ndim == 5:
+        num_videos, max_frames = pixel_values_videos.shape[:2]
+        if video_num_frames is None:
+            num_frames = [max_frames] * num_videos
+        elif len(num_frames) != num_videos or max(num_frames) > max_frames:
+            raise ValueError(
+                f"`video_num_frames` {num_frames} does not fit `pixel_values_videos` of {num_videos} videos "
+                f"with {max_frames} frames each."
+            )
+        frames = torch.cat([video[:count] for video, count in zip(pixel_values_videos, num_frames)])
+        return frames, num_frames
+    if pixel_values_videos.ndim == 4:
+        total_frames = pixel_values_videos.shape[0]
+        if video_num_frames is None:
+            num_frames = [total_frames]
+        elif sum(num_frames) != total_frames:
+            raise ValueError(
+                f"`video_num_frames` {num_frames} adds up to {sum(num_frames)} frames but `pixel_values_videos` "
+                f"holds {total_frames}."
+            )
+        return pixel_values_videos, num_frames
+    raise ValueError(
+        "`pixel_values_videos` must have shape (num_videos, frames, C, H, W) or (total_frames, C, H, W), "
+        f"got {tuple(pixel_values_videos.shape)}."
+    )
+
+
+def _place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualFeatures, kind: str):
+    """Scatter each item's fast tokens into its run of placeholders; return the embeddings and, per item,
+    (sample index, first placeholder position, slow tokens)."""
+    if not isinstance(features, SlowFastVisualFeatures) or features.fast_tokens is None or features.slow_tokens is None:
+        raise ValueError(f"`{kind}_features` must be a SlowFastVisualFeatures from `get_{kind}_features`.")
+    if len(features.fast_tokens) != len(features.slow_tokens):
+        raise ValueError(f"`{kind}_features` has {len(features.fast_tokens)} fast and {len(features.slow_tokens)} slow entries.")
+    counts = [fast.shape[0] for fast in features.fast_tokens]
+    positions = placeholder_mask.nonzero().tolist()  # [(sample, position)] in reading order
+    if len(positions) != sum(counts):
+        raise ValueError(
+            f"The text holds {len(positions)} {kind} placeholder tokens but the {len(counts)} {kind}(s) give "
+            f"{sum(counts)} fast tokens ({counts} per {kind}); build the text with the processor so each {kind} "
+            "placeholder is expanded to its fast-token count."
+        )
+    items, start = [], 0
+    for count, slow in zip(counts, features.slow_tokens):
+        (sample, first), (last_sample, _) = positions[start], positions[start + count - 1]
+        if sample != last_sample:
+            raise ValueError(f"A {kind}'s {count} placeholder tokens are split between samples {sample} and {last_sample}.")
+        items.append((sample, first, slow))
+        start += count
+    fast = torch.cat(features.fast_tokens).to(inputs_embeds.device, inputs_embeds.dtype)
+    inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask[..., None].to(inputs_embeds.device), fast)
+    return inputs_embeds, items
+
+
+def _gather_slow_tokens(items, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, its items' slow tokens in text order, padded: ((B, N, D) tokens, (B, N) bool mask)."""
+    per_sample = [[] for _ in range(batch_size)]
+    for sample, first, slow in sorted(items, key=lambda item: item[:2]):
+        per_sample[sample].append(slow)
+    reference = items[0][2]
+    rows = [torch.cat(row) if row else reference.new_zeros(0, reference.shape[-1]) for row in per_sample]
+    slow_tokens = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    lengths = torch.tensor([row.shape[0] for row in rows], device=slow_tokens.device)
+    slow_token_mask = torch.arange(slow_tokens.shape[1], device=slow_tokens.device)[None, :] < lengths[:, None]
+    return slow_tokens, slow_token_mask
+
+
+class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: SlowFastConfig):
+        super().__init__(config)
+        self.model = SlowFastModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def get_video_features(self, pixel_values_videos, video_num_frames=None) -> SlowFastVisualFeatures:
+        return self.model.get_video_features(pixel_values_videos, video_num_frames)
+
+    def get_image_features(self, pixel_values) -> SlowFastVisualFeatures:
+        return self.model.get_image_features(pixel_values)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        pixel_values_videos: torch.FloatTensor | None = None,
+        video_num_frames: torch.Tensor | list[int] | None = None,
+        image_features: SlowFastVisualFeatures | None = None,
+        video_features: SlowFastVisualFeatures | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        slow_key_values: SlowKeyValues | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> SlowFastCausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Next-token targets; `-100` marks positions without a loss (placeholders, prompts, padding).
+        See [`SlowFastModel.forward`] for the visual inputs.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            pixel_values_videos=pixel_values_videos,
+            video_num_frames=video_num_frames,
+            image_features=image_features,
+            video_features=video_features,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            slow_key_values=slow_key_values,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.lm_head(hidden_states)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+        return SlowFastCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            slow_key_values=outputs.slow_key_values,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            # the prompt's images and videos live on as `slow_key_values` and in the cache
+            for key in ("video_num_frames", "image_features", "video_features"):
+                kwargs.pop(key, None)
+        return super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+
+    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if outputs.slow_key_values is not None:
+            model_kwargs["slow_key_values"] = outputs.slow_key_values
+        return model_kwargs
+
+    @classmethod
+    def from_vision_text_pretrained(
+        cls,
+        vision_model_name_or_path: str | PreTrainedModel,
+        text_model_name_or_path: str | PreTrainedModel,
+        **config_kwargs,
+    ) -> "SlowFastForConditionalGeneration":
+        """
+        Build a slow-fast model around an existing vision encoder and causal LM (Hub ids, local paths or loaded
+        models), keeping their weights unchanged; the projector is new and the hybrid parameters start as DESIGN §2
+        says. `config_kwargs` go to [`SlowFastConfig`] (strides, `hybrid_layers`, placeholder ids, ...).
+        """
+        vision_model = _load_pretrained(vision_model_name_or_path, AutoModel, "vision_model_name_or_path")
+        text_model = _load_pretrained(text_model_name_or_path, AutoModelForCausalLM, "text_model_name_or_path")
+        if hasattr(vision_model, "vision_model") and hasattr(vision_model.config, "vision_config"):
+            vision_model = vision_model.vision_model  # a full CLIP/SigLIP model: keep its vision tower
+        for name in ("text_config", "vision_config", "tie_word_embeddings"):
+            if name in config_kwargs:
+                raise ValueError(f"`{name}` comes from the pretrained models; do not pass it in `config_kwargs`.")
+        decoder = text_model.get_decoder()
+        config = SlowFastConfig(
+            text_config=decoder.config,
+            vision_config=vision_model.config,
+            tie_word_embeddings=text_model.config.tie_word_embeddings,
+            **config_kwargs,
+        )
+        with torch.device("meta"):
+            model = cls(config)
+        model.model.vision_tower = vision_model
+        model.model.language_model = add_hybrid_layers(
+            decoder, config.hybrid_layers, config.cross_attn_gate, config.init_cross_kv_from_lm
+        )
+        projector = SlowFastMultiModalProjector(config).to(decoder.device, decoder.dtype)
+        projector.apply(model._init_weights)
+        model.model.multi_modal_projector = projector
+        model.lm_head = text_model.get_output_embeddings()
+        return model
+
+
+def _load_pretrained(model_or_path, auto_class, argument: str) -> PreTrainedModel:
+    if isinstance(model_or_path, PreTrainedModel):
+        return model_or_path
+    if isinstance(model_or_path, str):
+        return auto_class.from_pretrained(model_or_path)
+    raise ValueError(f"`{argument}` must be a model id, a local path or a loaded PreTrainedModel, got {type(model_or_path)}.")
+
+
+__all__ = [
+    "SlowFastForConditionalGeneration",
+    "SlowFastModel",
+    "SlowFastPreTrainedModel",
+    "SlowFastVisualFeatures",
+]
