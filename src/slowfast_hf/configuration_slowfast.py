@@ -117,7 +117,7 @@ class SlowFastConfig(PreTrainedConfig):
         for name in ("image_token_id", "video_token_id"):
             value = getattr(self, name)
             vocab_size = self.text_config.vocab_size
-            if value is not None and not (isinstance(value, int) and 0 <= value < vocab_size):
+            if value is not None and (isinstance(value, bool) or not (isinstance(value, int) and 0 <= value < vocab_size)):
                 raise ValueError(f"`{name}` must be a token id in [0, {vocab_size}), got {value!r}.")
         if self.image_token_id is not None and self.image_token_id == self.video_token_id:
             raise ValueError(f"`image_token_id` and `video_token_id` must differ, both are {self.image_token_id}.")
@@ -141,10 +141,10 @@ class SlowFastConfig(PreTrainedConfig):
         if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
             raise ValueError(f"`hybrid_layer_interval` must be an integer >= 1, got {interval!r}.")
         max_depth = num_layers if self.hybrid_layer_max_depth is None else self.hybrid_layer_max_depth
-        if not isinstance(max_depth, int) or not 0 < max_depth <= num_layers:
+        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or not 0 < max_depth <= num_layers:
             raise ValueError(f"`hybrid_layer_max_depth` must be in [1, {num_layers}], got {max_depth!r}.")
         min_depth = self.hybrid_layer_min_depth
-        if not isinstance(min_depth, int) or not 0 <= min_depth < max_depth:
+        if isinstance(min_depth, bool) or not isinstance(min_depth, int) or not 0 <= min_depth < max_depth:
             raise ValueError(f"`hybrid_layer_min_depth` must be in [0, {max_depth}), got {min_depth!r}.")
         return list(range(min_depth, max_depth, interval))
 

@@ -85,30 +85,38 @@ class SlowFastCrossAttention(nn.Module):
         slow_key: torch.Tensor,
         slow_value: torch.Tensor,
         key_mask: torch.Tensor,
-        query_mask: torch.Tensor,
+        query_index: torch.Tensor,
+        query_valid: torch.Tensor,
         scaling: float,
     ) -> torch.Tensor:
         """
+        Only the positions that receive the cross term are computed: they are gathered, attend the slow tokens and
+        are added back, so the cost follows the number of text tokens, not the sequence length.
+
         Args:
             query: (B, H, L, d) post-rotary self-attention queries.
             attn_output: (B, L, H, d) self-attention output, before `o_proj`.
             slow_key, slow_value: (B, Hkv, N, d).
             key_mask: (B, N) bool, True for real slow tokens; every row has at least one True.
-            query_mask: (B, L) bool, True where the position receives the cross term.
+            query_index: (B, Lq) positions that receive the cross term, first `query_valid.sum(1)` of each row.
+            query_valid: (B, Lq) bool, False for a row's padding entries.
         Returns:
-            (B, L, H, d): `attn_output + gate * cross * query_mask`.
+            (B, L, H, d): `attn_output + gate * cross` at the query positions, `attn_output` elsewhere.
         """
+        num_heads, head_dim = query.shape[1], query.shape[3]
+        selected_query = query.gather(2, query_index[:, None, :, None].expand(-1, num_heads, -1, head_dim))
         cross = F.scaled_dot_product_attention(
-            query,
+            selected_query,
             slow_key.to(query.dtype),
             slow_value.to(query.dtype),
             attn_mask=key_mask[:, None, None, :],
             scale=scaling,
             enable_gqa=True,
-        )
-        cross = rearrange(cross, "b h l d -> b l h d")
-        gated = self.gate(attn_output) * cross * query_mask[:, :, None, None].to(cross.dtype)
-        return attn_output + gated.to(attn_output.dtype)
+        )  # (B, H, Lq, d)
+        output_index = query_index[:, :, None, None].expand(-1, -1, num_heads, head_dim)
+        selected_output = attn_output.gather(1, output_index)  # (B, Lq, H, d)
+        gated = self.gate(selected_output) * rearrange(cross, "b h q d -> b q h d") * query_valid[:, :, None, None]
+        return attn_output.scatter_add(1, output_index, gated.to(attn_output.dtype))
 
 
 @dataclass
@@ -127,12 +135,18 @@ class SlowFastAttentionContext:
     slow_key_values: SlowKeyValues
     query_mask: torch.Tensor  # (B, L) bool, positions of this forward pass that receive the cross term
 
-    @property
-    def attention_key_mask(self) -> torch.Tensor:
-        """(B, N) key mask where a row with no slow token attends its first (zero) slot, so softmax stays finite;
-        `query_mask` is False on those rows, so the result is never used."""
+    def __post_init__(self):
+        # A row with no slow token attends its first (zero) slot so softmax stays finite; it has no query position,
+        # so the result is never used.
         slow = self.slow_key_values
-        return slow.key_mask | (~slow.has_slow_tokens[:, None] & (torch.arange(slow.key_mask.shape[1], device=slow.key_mask.device) == 0))
+        first_slot = torch.arange(slow.key_mask.shape[1], device=slow.key_mask.device) == 0
+        self.attention_key_mask = slow.key_mask | (~slow.has_slow_tokens[:, None] & first_slot)
+        # The query positions of each row first, in order: (B, Lq) with Lq the largest count in the batch.
+        counts = self.query_mask.sum(dim=1)
+        self.num_queries = int(counts.max()) if self.query_mask.numel() else 0
+        order = torch.argsort((~self.query_mask).to(torch.int8), dim=1, stable=True)
+        self.query_index = order[:, : self.num_queries]
+        self.query_valid = torch.arange(self.num_queries, device=counts.device)[None, :] < counts[:, None]
 
 
 def _base_attention_function(module: nn.Module, implementation: str):
@@ -151,7 +165,7 @@ def _make_hybrid_attention(implementation: str):
             module, query, key, value, attention_mask, **kwargs
         )
         cross_attn = getattr(module, "cross_attn", None)
-        if cross_attn is None or context is None:
+        if cross_attn is None or context is None or context.num_queries == 0:
             return attn_output, attn_weights
         slow_key, slow_value = context.slow_key_values.key_values[module.layer_idx]
         attn_output = cross_attn(
@@ -160,7 +174,8 @@ def _make_hybrid_attention(implementation: str):
             slow_key,
             slow_value,
             key_mask=context.attention_key_mask.to(query.device),
-            query_mask=context.query_mask.to(query.device),
+            query_index=context.query_index.to(query.device),
+            query_valid=context.query_valid.to(query.device),
             scaling=module.scaling,
         )
         return attn_output, attn_weights

@@ -158,7 +158,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
         height, width = pixel_values.shape[-2:]
         patch_size = getattr(vision_config, "patch_size", None)
         image_size = getattr(vision_config, "image_size", None)
-        if patch_size is not None and image_size is not None:
+        is_convolutional = bool(getattr(vision_config, "hidden_sizes", None))  # any input size works
+        if not is_convolutional and patch_size is not None and image_size is not None:
             expected = tuple(image_size) if isinstance(image_size, (list, tuple)) else (image_size, image_size)
             if (height, width) != expected:
                 raise ValueError(
@@ -274,7 +275,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         if items:
             if slow_key_values is not None:
                 raise ValueError("Pass `slow_key_values` only for later steps of a prompt, not with new images or videos.")
-            slow_tokens, slow_token_mask = _gather_slow_tokens(items, inputs_embeds.shape[0])
+            slow_tokens, slow_token_mask = _gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
             slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
 
         if slow_key_values is not None:
@@ -310,9 +311,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
 def _flatten_videos(pixel_values_videos: torch.Tensor, video_num_frames) -> tuple[torch.Tensor, list[int]]:
     """Video pixels in either accepted layout -> ((total_frames, C, H, W), frames per video)."""
     if video_num_frames is not None:
-        num_frames = [int(n) for n in (video_num_frames.tolist() if torch.is_tensor(video_num_frames) else video_num_frames)]
-        if not num_frames or min(num_frames) < 1:
-            raise ValueError(f"`video_num_frames` must be a non-empty list of counts >= 1, got {num_frames}.")
+        num_frames = video_num_frames.tolist() if torch.is_tensor(video_num_frames) else list(video_num_frames)
+        if not num_frames or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in num_frames):
+            raise ValueError(f"`video_num_frames` must be a non-empty list of integer counts >= 1, got {num_frames}.")
     if pixel_values_videos.ndim == 5:
         num_videos, max_frames = pixel_values_videos.shape[:2]
         if video_num_frames is None:
@@ -367,16 +368,17 @@ def _place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisual
     return inputs_embeds, items
 
 
-def _gather_slow_tokens(items, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, its items' slow tokens in text order, padded: ((B, N, D) tokens, (B, N) bool mask)."""
+def _gather_slow_tokens(items, batch_size: int, mask_device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, its items' slow tokens in text order, padded: ((B, N, D) tokens, (B, N) bool mask on
+    `mask_device`, the device of the token ids, like every other mask)."""
     per_sample = [[] for _ in range(batch_size)]
     for sample, first, slow in sorted(items, key=lambda item: item[:2]):
         per_sample[sample].append(slow)
     reference = items[0][2]
     rows = [torch.cat(row) if row else reference.new_zeros(0, reference.shape[-1]) for row in per_sample]
     slow_tokens = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    lengths = torch.tensor([row.shape[0] for row in rows], device=slow_tokens.device)
-    slow_token_mask = torch.arange(slow_tokens.shape[1], device=slow_tokens.device)[None, :] < lengths[:, None]
+    lengths = torch.tensor([row.shape[0] for row in rows], device=mask_device)
+    slow_token_mask = torch.arange(slow_tokens.shape[1], device=mask_device)[None, :] < lengths[:, None]
     return slow_tokens, slow_token_mask
 
 
@@ -465,7 +467,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
 
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        if outputs.slow_key_values is not None:
+        if outputs.slow_key_values is not None and model_kwargs.get("use_cache", True):
             model_kwargs["slow_key_values"] = outputs.slow_key_values
         return model_kwargs
 

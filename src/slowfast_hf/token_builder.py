@@ -85,6 +85,7 @@ class SlowFastTokenBuilder:
 
     def slow_grid(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """The per-frame grid of the slow tokens for a feature grid `height × width`."""
+        _check_positive_int("num_frames", num_frames)
         _check_positive_int("height", height)
         _check_positive_int("width", width)
         if num_frames == 1:
