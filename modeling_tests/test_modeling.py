@@ -641,12 +641,10 @@ def _hybrid_gradients(model, checkpointing: bool, **checkpointing_kwargs) -> dic
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
 @pytest.mark.parametrize(
     "checkpointing_kwargs",
-    [{}, {"gradient_checkpointing_kwargs": {"use_reentrant": True}}],
-    ids=["default", "reentrant"],
+    [{}, {"gradient_checkpointing_kwargs": {"use_reentrant": False}}],
+    ids=["default", "non-reentrant"],
 )
 def test_gradient_checkpointing_gives_the_same_gradients(checkpointing_kwargs):
-    """Also with `use_reentrant=True` (what PEFT/TRL recipes often pass): the slow keys/values reach the checkpointed
-    decoder layers through kwargs, so they must not break the reentrant recomputation."""
     model = activate_hybrid_layers(tiny_slowfast_model(seed=5))
     assert all(p.requires_grad for p in model.parameters())
     reference = _hybrid_gradients(model, checkpointing=False)
@@ -659,3 +657,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(checkpointing_kwargs):
     assert set(reference) == set(checkpointed)
     for name, grad in reference.items():
         torch.testing.assert_close(checkpointed[name], grad, atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
+def test_reentrant_checkpointing_is_refused_with_a_clear_error():
+    """The slow keys/values reach the checkpointed layers as kwargs, which reentrant checkpointing cannot replay."""
+    model = tiny_slowfast_model()
+    with pytest.raises(ValueError, match="use_reentrant=False"):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})

@@ -114,6 +114,24 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                             layer.self_attn.cross_attn, layer.self_attn, text_config, module.config.init_cross_kv_from_lm
                         )
 
+    def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
+        if (activation_checkpointing_kwargs or {}).get("use_reentrant", False):
+            raise ValueError(
+                "Slow-fast models support only non-reentrant activation checkpointing (`use_reentrant=False`, the "
+                "default): the slow keys/values reach the checkpointed layers as keyword arguments, which reentrant "
+                "checkpointing cannot backpropagate through more than once."
+            )
+        super()._activation_checkpointing_enable(activation_checkpointing_kwargs, *args, **kwargs)
+
+    def save_pretrained(self, *args, **kwargs):
+        if self._auto_class is not None:  # ship every entry point, not only the saved class
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": "modeling_slowfast.SlowFastModel",
+                "AutoModelForImageTextToText": "modeling_slowfast.SlowFastForConditionalGeneration",
+            }
+        return super().save_pretrained(*args, **kwargs)
+
     def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
         super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
         for module in self.modules():
@@ -465,6 +483,24 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                 kwargs.pop(key, None)
         return super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
 
+    def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
+        """Beam search and `num_return_sequences` repeat every sample; its images and videos must follow it. They are
+        encoded once here and each sample's visual features are repeated with it, in order."""
+        if expand_size > 1:
+            for kind, token_id in (("image", self.config.image_token_id), ("video", self.config.video_token_id)):
+                pixels = model_kwargs.pop("pixel_values" if kind == "image" else "pixel_values_videos", None)
+                features = model_kwargs.pop(f"{kind}_features", None)
+                if pixels is not None and features is not None:
+                    raise ValueError(f"Pass either pixels or `{kind}_features` for the {kind}s, not both.")
+                if pixels is not None and kind == "image":
+                    features = self.get_image_features(pixels)
+                elif pixels is not None:
+                    features = self.get_video_features(pixels, model_kwargs.pop("video_num_frames", None))
+                if features is not None:
+                    mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
+                    model_kwargs[f"{kind}_features"] = _repeat_per_sample(features, mask, expand_size, kind)
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
         if outputs.slow_key_values is not None and model_kwargs.get("use_cache", True):
@@ -508,6 +544,29 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         model.model.multi_modal_projector = projector
         model.lm_head = text_model.get_output_embeddings()
         return model
+
+
+def _repeat_per_sample(features: SlowFastVisualFeatures, placeholder_mask, expand_size: int, kind: str):
+    """Repeat each sample's items (found from its placeholder count) `expand_size` times, keeping reading order."""
+    remaining = placeholder_mask.sum(dim=1).tolist()
+    items = list(zip(features.fast_tokens, features.slow_tokens))
+    fast_tokens, slow_tokens, index = [], [], 0
+    for sample, count in enumerate(remaining):
+        start = index
+        while count > 0 and index < len(items):
+            count -= items[index][0].shape[0]
+            index += 1
+        if count != 0:
+            raise ValueError(
+                f"Sample {sample}'s {kind} placeholder tokens do not match the fast-token counts of its {kind}s; build "
+                f"the text with the processor so each {kind} placeholder is expanded to its fast-token count."
+            )
+        for _ in range(expand_size):
+            fast_tokens += [fast for fast, _ in items[start:index]]
+            slow_tokens += [slow for _, slow in items[start:index]]
+    if index != len(items):
+        raise ValueError(f"{len(items) - index} {kind}(s) have no placeholder tokens left in the text.")
+    return SlowFastVisualFeatures(fast_tokens=fast_tokens, slow_tokens=slow_tokens)
 
 
 def _load_pretrained(model_or_path, auto_class, argument: str) -> PreTrainedModel:
