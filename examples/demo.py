@@ -14,7 +14,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from transformers import AutoModelForImageTextToText, Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    AutoModelForImageTextToText,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 import slowfast_hf  # noqa: F401  (registers the Auto classes)
 from slowfast_hf import SlowFastForConditionalGeneration
@@ -44,25 +50,39 @@ def main():
         parser.error("--num-frames must be >= 1")
     torch.manual_seed(0)
 
-    vision_dir, text_dir, model_dir = (args.output_dir / name for name in ("siglip-tiny", "qwen2-tiny", "slowfast-tiny"))
+    vision_dir, text_dir, model_dir = (
+        args.output_dir / name for name in ("siglip-tiny", "qwen2-tiny", "slowfast-tiny")
+    )
     SiglipVisionModel(
         SiglipVisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH_SIZE,
         )
     ).save_pretrained(vision_dir)
     text_model = Qwen2ForCausalLM(
         Qwen2Config(
-            vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=8,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+            vocab_size=512,
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=8,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
         )
     ).eval()
     text_model.save_pretrained(text_dir)
 
     model = SlowFastForConditionalGeneration.from_vision_text_pretrained(
-        str(vision_dir), str(text_dir),
-        hybrid_layer_interval=4, fast_temporal_stride=4,
-        video_token_id=VIDEO_TOKEN_ID, image_token_id=IMAGE_TOKEN_ID,
+        str(vision_dir),
+        str(text_dir),
+        hybrid_layer_interval=4,
+        fast_temporal_stride=4,
+        video_token_id=VIDEO_TOKEN_ID,
+        image_token_id=IMAGE_TOKEN_ID,
     ).eval()
     print(f"hybrid layers: {model.config.hybrid_layers} of {model.config.text_config.num_hidden_layers}")
 
@@ -82,7 +102,9 @@ def main():
 
     start = time.perf_counter()
     with torch.no_grad():
-        generated = model.generate(input_ids=prompt, pixel_values_videos=video[None], max_new_tokens=8, do_sample=False)
+        generated = model.generate(
+            input_ids=prompt, pixel_values_videos=video[None], max_new_tokens=8, do_sample=False
+        )
     elapsed = time.perf_counter() - start
     model.save_pretrained(model_dir)
     reloaded = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
@@ -98,9 +120,11 @@ def main():
     print(f"{'all-frames tokens (for reference)':<34}{all_frame_tokens:>8}")
     print(f"{'prompt length with fast tokens':<34}{prompt.shape[1]:>8}")
     print()
-    print(f"generated {generated.shape[1] - prompt.shape[1]} tokens in {elapsed:.2f} s: {generated[0, prompt.shape[1]:].tolist()}")
-    print(f"saved to {model_dir}; reloaded with AutoModelForImageTextToText, same tokens: {torch.equal(generated, again)}")
-    if not (same and torch.equal(generated, again)):
+    new_tokens = generated[0, prompt.shape[1] :].tolist()
+    reloaded_same = torch.equal(generated, again)
+    print(f"generated {len(new_tokens)} tokens in {elapsed:.2f} s: {new_tokens}")
+    print(f"saved to {model_dir}; reloaded with AutoModelForImageTextToText, same tokens: {reloaded_same}")
+    if not (same and reloaded_same):
         raise SystemExit("demo check failed")
 
 

@@ -117,7 +117,9 @@ class SlowFastConfig(PreTrainedConfig):
         for name in ("image_token_id", "video_token_id"):
             value = getattr(self, name)
             vocab_size = self.text_config.vocab_size
-            if value is not None and (isinstance(value, bool) or not (isinstance(value, int) and 0 <= value < vocab_size)):
+            if value is not None and (
+                isinstance(value, bool) or not (isinstance(value, int) and 0 <= value < vocab_size)
+            ):
                 raise ValueError(f"`{name}` must be a token id in [0, {vocab_size}), got {value!r}.")
         if self.image_token_id is not None and self.image_token_id == self.video_token_id:
             raise ValueError(f"`image_token_id` and `video_token_id` must differ, both are {self.image_token_id}.")

@@ -111,7 +111,10 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                 for layer in decoder_layers(module.language_model):
                     if hasattr(layer.self_attn, "cross_attn"):
                         init_cross_attention(
-                            layer.self_attn.cross_attn, layer.self_attn, text_config, module.config.init_cross_kv_from_lm
+                            layer.self_attn.cross_attn,
+                            layer.self_attn,
+                            text_config,
+                            module.config.init_cross_kv_from_lm,
                         )
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
@@ -168,7 +171,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
     def get_frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features."""
         if pixel_values.ndim != 4:
-            raise ValueError(f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}.")
+            raise ValueError(
+                f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}."
+            )
         vision_config = self.config.vision_config
         expected_channels = getattr(vision_config, "num_channels", pixel_values.shape[1])
         if pixel_values.shape[1] != expected_channels:
@@ -230,7 +235,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
         """(B, L) bool mask of the positions holding placeholder `token_id`."""
         if token_id is None:
-            return torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+            device = input_ids.device if input_ids is not None else inputs_embeds.device
+            return torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=device)
         if input_ids is not None:
             return input_ids == token_id
         placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
@@ -292,7 +298,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
 
         if items:
             if slow_key_values is not None:
-                raise ValueError("Pass `slow_key_values` only for later steps of a prompt, not with new images or videos.")
+                raise ValueError(
+                    "Pass `slow_key_values` only for later steps of a prompt, not with new images or videos."
+                )
             slow_tokens, slow_token_mask = _gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
             slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
 
@@ -362,10 +370,16 @@ def _flatten_videos(pixel_values_videos: torch.Tensor, video_num_frames) -> tupl
 def _place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualFeatures, kind: str):
     """Scatter each item's fast tokens into its run of placeholders; return the embeddings and, per item,
     (sample index, first placeholder position, slow tokens)."""
-    if not isinstance(features, SlowFastVisualFeatures) or features.fast_tokens is None or features.slow_tokens is None:
+    if (
+        not isinstance(features, SlowFastVisualFeatures)
+        or features.fast_tokens is None
+        or features.slow_tokens is None
+    ):
         raise ValueError(f"`{kind}_features` must be a SlowFastVisualFeatures from `get_{kind}_features`.")
     if len(features.fast_tokens) != len(features.slow_tokens):
-        raise ValueError(f"`{kind}_features` has {len(features.fast_tokens)} fast and {len(features.slow_tokens)} slow entries.")
+        raise ValueError(
+            f"`{kind}_features` has {len(features.fast_tokens)} fast and {len(features.slow_tokens)} slow entries."
+        )
     counts = [fast.shape[0] for fast in features.fast_tokens]
     positions = placeholder_mask.nonzero().tolist()  # [(sample, position)] in reading order
     if len(positions) != sum(counts):
@@ -378,7 +392,9 @@ def _place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisual
     for count, slow in zip(counts, features.slow_tokens):
         (sample, first), (last_sample, _) = positions[start], positions[start + count - 1]
         if sample != last_sample:
-            raise ValueError(f"A {kind}'s {count} placeholder tokens are split between samples {sample} and {last_sample}.")
+            raise ValueError(
+                f"A {kind}'s {count} placeholder tokens are split between samples {sample} and {last_sample}."
+            )
         items.append((sample, first, slow))
         start += count
     fast = torch.cat(features.fast_tokens).to(inputs_embeds.device, inputs_embeds.dtype)
@@ -466,7 +482,9 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
         return SlowFastCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -558,8 +576,8 @@ def _repeat_per_sample(features: SlowFastVisualFeatures, placeholder_mask, expan
             index += 1
         if count != 0:
             raise ValueError(
-                f"Sample {sample}'s {kind} placeholder tokens do not match the fast-token counts of its {kind}s; build "
-                f"the text with the processor so each {kind} placeholder is expanded to its fast-token count."
+                f"Sample {sample}'s {kind} placeholder tokens do not match the fast-token counts of its {kind}s; "
+                f"build the text with the processor so each {kind} placeholder is expanded to its fast-token count."
             )
         for _ in range(expand_size):
             fast_tokens += [fast for fast, _ in items[start:index]]
@@ -574,7 +592,9 @@ def _load_pretrained(model_or_path, auto_class, argument: str) -> PreTrainedMode
         return model_or_path
     if isinstance(model_or_path, str):
         return auto_class.from_pretrained(model_or_path)
-    raise ValueError(f"`{argument}` must be a model id, a local path or a loaded PreTrainedModel, got {type(model_or_path)}.")
+    raise ValueError(
+        f"`{argument}` must be a model id, a local path or a loaded PreTrainedModel, got {type(model_or_path)}"
+    )
 
 
 __all__ = [

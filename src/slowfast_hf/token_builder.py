@@ -15,7 +15,7 @@ def _check_positive_int(name: str, value) -> None:
 
 
 def _spatial_avg_pool(frames: torch.Tensor, stride: int) -> torch.Tensor:
-    """(T, h, w, D) -> (T, ceil(h / stride), ceil(w / stride), D); a border window averages only the cells it covers."""
+    """(T, h, w, D) -> (T, ceil(h / stride), ceil(w / stride), D); a border window averages the cells it covers."""
     if stride == 1:
         return frames
     pooled = F.avg_pool2d(rearrange(frames, "t h w d -> t d h w"), kernel_size=stride, stride=stride, ceil_mode=True)
