@@ -11,7 +11,7 @@ slow keys/values reach it through the `**kwargs` that Transformers forwards from
 
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +134,7 @@ class SlowFastAttentionContext:
 
     slow_key_values: SlowKeyValues
     query_mask: torch.Tensor  # (B, L) bool, positions of this forward pass that receive the cross term
+    layers_reached: set[int] = field(default_factory=set)  # hybrid layers whose attention received this context
 
     def __post_init__(self):
         # A row with no slow token attends its first (zero) slot so softmax stays finite; it has no query position,
@@ -165,7 +166,10 @@ def _make_hybrid_attention(implementation: str):
             module, query, key, value, attention_mask, **kwargs
         )
         cross_attn = getattr(module, "cross_attn", None)
-        if cross_attn is None or context is None or context.num_queries == 0:
+        if cross_attn is None or context is None:
+            return attn_output, attn_weights
+        context.layers_reached.add(module.layer_idx)
+        if context.num_queries == 0:
             return attn_output, attn_weights
         slow_key, slow_value = context.slow_key_values.key_values[module.layer_idx]
         attn_output = cross_attn(
@@ -264,14 +268,14 @@ def add_hybrid_layers(
     for index in hybrid_layers:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(layers):
             raise ValueError(f"`hybrid_layers` entries must be layer indices in [0, {len(layers)}), got {index!r}.")
+        if hybrid_layers.count(index) > 1 or hasattr(layers[index].self_attn, "cross_attn"):
+            raise ValueError(f"Layer {index} is already a hybrid layer (`hybrid_layers`={hybrid_layers}).")
     if gate_kind not in GATE_KINDS:
         raise ValueError(f"`gate_kind` must be one of {GATE_KINDS}, got {gate_kind!r}.")
 
     config = language_model.config
     for index in hybrid_layers:
         attention = layers[index].self_attn
-        if hasattr(attention, "cross_attn"):
-            raise ValueError(f"Layer {index} is already a hybrid layer.")
         weight = attention.k_proj.weight
         cross_attn = SlowFastCrossAttention(
             hidden_size=attention.k_proj.in_features,

@@ -304,9 +304,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
             slow_tokens, slow_token_mask = _gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
             slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
 
+        context = None
         if slow_key_values is not None:
             query_mask = self._query_mask(image_mask | video_mask, attention_mask, slow_key_values, is_prefill)
-            kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(slow_key_values, query_mask)
+            context = kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(slow_key_values, query_mask)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -316,6 +317,12 @@ class SlowFastModel(SlowFastPreTrainedModel):
             use_cache=use_cache,
             **kwargs,
         )
+        if context is not None and (missing := set(slow_key_values.key_values) - context.layers_reached):
+            raise ValueError(
+                f"Hybrid layers {sorted(missing)} never received the slow tokens: "
+                f"{type(self.language_model).__name__}'s decoder layers do not pass `**kwargs` on to their attention, "
+                "so this decoder family cannot carry hybrid layers."
+            )
         return SlowFastModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             past_key_values=outputs.past_key_values,
@@ -421,6 +428,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
 
     def __init__(self, config: SlowFastConfig):
         super().__init__(config)
+        _check_plain_logits(config.text_config)
         self.model = SlowFastModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.post_init()
@@ -562,6 +570,21 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         model.model.multi_modal_projector = projector
         model.lm_head = text_model.get_output_embeddings()
         return model
+
+
+def _check_plain_logits(text_config) -> None:
+    """The LM head here is a plain Linear; refuse decoders whose causal LM rescales or soft-caps its logits."""
+    postprocessing = {
+        "logit_scale": getattr(text_config, "logit_scale", None),
+        "logits_scaling": getattr(text_config, "logits_scaling", 1.0),
+        "final_logit_softcapping": getattr(text_config, "final_logit_softcapping", None),
+    }
+    changed = {name: value for name, value in postprocessing.items() if value not in (None, 1.0)}
+    if changed:
+        raise ValueError(
+            f"{text_config.model_type} post-processes its logits ({changed}), which the slow-fast LM head does not "
+            "reproduce; this decoder family is not supported."
+        )
 
 
 def _repeat_per_sample(features: SlowFastVisualFeatures, placeholder_mask, expand_size: int, kind: str):
