@@ -11,7 +11,7 @@ from conftest import (
     tiny_text_config,
     tiny_vision_config,
 )
-from transformers import AutoConfig, CONFIG_MAPPING, PreTrainedConfig
+from transformers import CONFIG_MAPPING, AutoConfig, PreTrainedConfig
 
 from slowfast_hf import SlowFastConfig
 
