@@ -30,7 +30,13 @@ from transformers import (
 from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration, SlowFastModel
 from slowfast_hf.hybrid_attention import decoder_layers
 
-CODE_FILES = ("configuration_slowfast.py", "modeling_slowfast.py", "hybrid_attention.py", "token_builder.py")
+CODE_FILES = (
+    "configuration_slowfast.py",
+    "modeling_slowfast.py",
+    "hybrid_attention.py",
+    "token_builder.py",
+    "visual_inputs.py",
+)
 
 
 def activate_hybrid_layers(model, alpha: float = 0.7, gate_bias: float = 0.5):

@@ -153,9 +153,7 @@ def test_fast_spatial_stride_exact_values():
     assert slow.shape == (2 * 16, 1)
     assert fast.shape == (2 * 4, 1)
     grid = torch.arange(64, dtype=DTYPE).view(8, 8)
-    block_means = torch.tensor(
-        [grid[i : i + 4, j : j + 4].mean().item() for i in (0, 4) for j in (0, 4)], dtype=DTYPE
-    )
+    block_means = torch.tensor([grid[i : i + 4, j : j + 4].mean().item() for i in (0, 4) for j in (0, 4)], dtype=DTYPE)
     assert block_means.tolist() == [13.5, 17.5, 45.5, 49.5]
     assert torch.equal(fast[:4, 0], block_means)
     assert torch.equal(fast[4:, 0], block_means + 1000)
@@ -166,9 +164,7 @@ def test_fast_spatial_stride_ceil_mode_on_odd_slow_grid():
     builder = SlowFastTokenBuilder(fast_temporal_stride=1, fast_spatial_stride=2)
     fast, slow = builder(ramp_frames(2, 6, 6, dim=1))
     s = slow[:9, 0].view(3, 3)
-    expected = torch.stack(
-        [s[:2, :2].mean(), s[:2, 2].mean(), s[2, :2].mean(), s[2, 2]]
-    )
+    expected = torch.stack([s[:2, :2].mean(), s[:2, 2].mean(), s[2, :2].mean(), s[2, 2]])
     assert fast.shape == (8, 1)
     assert torch.equal(fast[:4, 0], expected)
 
