@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 from transformers import CONFIG_MAPPING
+from video_fixtures import long_video, video_files  # noqa: F401  (session fixtures: real encoded videos)
 
 import slowfast_hf  # noqa: F401  (registers the Auto classes)
 from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration
@@ -75,3 +76,40 @@ def video_prompt(model, num_frames: int, prefix=(1, 2, 3), suffix=(4, 5, 6)) -> 
 @pytest.fixture
 def model():
     return tiny_slowfast_model()
+
+
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<video>", "<image>"]
+TRAINING_TEXT = [
+    "what happens in the video? a red square moves from left to right.",
+    "describe the image. the colour of the square is blue, green or red.",
+    "system\nuser\nassistant\nyou are a helpful assistant. question answer yes no",
+    "which frame shows the small coloured square? it appears once near the end.",
+] * 4
+
+
+def train_tiny_tokenizer(vocab_size: int = 120):
+    """A BPE tokenizer trained in the test session, wrapped as a `PreTrainedTokenizerFast`, with the ChatML and
+    placeholder tokens as special tokens. Its vocabulary fits the tiny models (`VOCAB_SIZE`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator(
+        TRAINING_TEXT, trainer=trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<video>", "<image>"],
+    )
+    assert len(tokenizer) <= VOCAB_SIZE
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return train_tiny_tokenizer()

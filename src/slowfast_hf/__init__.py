@@ -5,7 +5,8 @@ Importing the package registers the config and models with the Auto classes, and
 `save_pretrained` ships their code (`trust_remote_code=True` loads work without this package installed).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor, AutoVideoProcessor
+from transformers.utils import is_torchvision_available, is_vision_available
 
 from .configuration_slowfast import SlowFastConfig
 from .hybrid_attention import SlowFastCrossAttention, SlowKeyValues, add_hybrid_layers
@@ -15,7 +16,10 @@ from .modeling_slowfast import (
     SlowFastPreTrainedModel,
     SlowFastVisualFeatures,
 )
+from .processing_slowfast import SlowFastProcessor
 from .token_builder import SlowFastTokenBuilder
+from .video_processing_slowfast import SlowFastVideoProcessor
+from .video_reading import DecodedVideo, VideoInfo, probe_video, read_video
 
 __version__ = "0.1.0"
 
@@ -25,8 +29,19 @@ AutoModelForImageTextToText.register(SlowFastConfig, SlowFastForConditionalGener
 SlowFastConfig.register_for_auto_class()
 SlowFastModel.register_for_auto_class("AutoModel")
 SlowFastForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+AutoProcessor.register(SlowFastConfig, SlowFastProcessor, exist_ok=True)
+SlowFastProcessor.register_for_auto_class("AutoProcessor")
+if is_torchvision_available() and is_vision_available():  # AutoVideoProcessor itself needs both
+    AutoVideoProcessor.register(SlowFastConfig, SlowFastVideoProcessor, exist_ok=True)
+    SlowFastVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
 __all__ = [
+    "DecodedVideo",
+    "SlowFastProcessor",
+    "SlowFastVideoProcessor",
+    "VideoInfo",
+    "probe_video",
+    "read_video",
     "SlowFastConfig",
     "SlowFastCrossAttention",
     "SlowFastForConditionalGeneration",

@@ -1,0 +1,291 @@
+"""SlowFastProcessor and SlowFastVideoProcessor: placeholders, chat template, labels, save/load, end to end."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import IMAGE_SIZE, PATCH_SIZE, tiny_slowfast_model
+from transformers import AutoProcessor
+
+from slowfast_hf import SlowFastProcessor, SlowFastVideoProcessor
+from slowfast_hf.processing_slowfast import IGNORE_INDEX
+
+GRID = IMAGE_SIZE // PATCH_SIZE
+
+
+def random_video(num_frames: int, height: int = 40, width: int = 48, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (num_frames, height, width, 3), dtype=np.uint8)
+
+
+def make_processor(tokenizer, **overrides) -> SlowFastProcessor:
+    video_processor = SlowFastVideoProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    kwargs = dict(patch_size=PATCH_SIZE, fast_temporal_stride=2)
+    kwargs.update(overrides)
+    return SlowFastProcessor(video_processor, tokenizer, **kwargs)
+
+
+def model_for(tokenizer, **overrides):
+    return tiny_slowfast_model(
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        **overrides,
+    )
+
+
+def video_chat(frames, question="what happens in the video?", answer=None):
+    messages = [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": question}]}]
+    if answer is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+@pytest.mark.parametrize("num_frames", [1, 2, 3, 5, 8, 13])
+@pytest.mark.parametrize(
+    "strides",
+    [
+        dict(fast_temporal_stride=2),
+        dict(fast_temporal_stride=4, min_fast_frames=3),
+        dict(fast_temporal_sampling_stride=2, fast_temporal_stride=2, fast_spatial_stride=2),
+    ],
+)
+def test_placeholder_count_equals_fast_token_count(tiny_tokenizer, num_frames, strides):
+    processor = make_processor(tiny_tokenizer, **strides)
+    model = model_for(tiny_tokenizer, **{"fast_temporal_stride": 2, **strides})
+    batch = processor(text=["look: <video> now"], videos=[random_video(num_frames)], return_tensors="pt")
+    placeholders = int((batch["input_ids"] == processor.video_token_id).sum())
+    features = model.get_video_features(batch["pixel_values_videos"], batch["video_num_frames"])
+    assert placeholders == features.fast_tokens[0].shape[0]
+    assert placeholders == model.model.token_builder.num_fast_tokens(num_frames, GRID, GRID)
+    assert batch["pixel_values_videos"].shape == (num_frames, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert batch["video_num_frames"].tolist() == [num_frames]
+
+
+def test_video_processor_normalises_exactly():
+    video_processor = SlowFastVideoProcessor(size={"height": 4, "width": 4})
+    frames = np.full((2, 4, 4, 3), 51, dtype=np.uint8)  # no resize needed: values pass straight through
+    out = video_processor(frames, return_tensors="pt")["pixel_values_videos"]
+    torch.testing.assert_close(out, torch.full((2, 3, 4, 4), (51 / 255 - 0.5) / 0.5), rtol=0, atol=1e-6)
+
+
+def test_clip_style_resize_and_center_crop():
+    video_processor = SlowFastVideoProcessor(
+        size={"shortest_edge": 8},
+        crop_size={"height": 8, "width": 8},
+        image_mean=(0.0, 0.0, 0.0),
+        image_std=(1.0, 1.0, 1.0),
+        rescale_factor=1.0,
+    )
+    frame = np.zeros((1, 16, 32, 3), dtype=np.uint8)
+    frame[0, :, 12:20] = 200  # a vertical band in the middle survives the center crop
+    out = video_processor(frame, return_tensors="pt")["pixel_values_videos"]
+    assert out.shape == (1, 3, 8, 8)  # 16x32 -> 8x16 -> crop 8x8 (columns 4..11 of the resized frame)
+    assert out[0, 0, :, 2:6].min() > 150 and out[0, 0, :, 0].max() < 50
+
+
+def test_num_frames_sampling_of_arrays_is_even(tiny_tokenizer):
+    video_processor = SlowFastVideoProcessor(
+        size={"height": 2, "width": 2}, num_frames=4, rescale_factor=1.0, image_mean=(0, 0, 0), image_std=(1, 1, 1)
+    )
+    frames = np.stack([np.full((2, 2, 3), index, dtype=np.uint8) for index in range(16)])
+    out = video_processor(frames, return_tensors="pt")["pixel_values_videos"]
+    assert out[:, 0, 0, 0].tolist() == [2, 6, 10, 14]  # middle of each quarter
+    assert video_processor(frames[:3], return_tensors="pt")["video_num_frames"].tolist() == [3]  # fewer: each once
+
+
+def test_bad_video_processor_arguments():
+    with pytest.raises(ValueError, match="size"):
+        SlowFastVideoProcessor(size={"height": 4})
+    with pytest.raises(ValueError, match="resample"):
+        SlowFastVideoProcessor(resample="lanczos9")
+    with pytest.raises(ValueError, match="num_frames"):
+        SlowFastVideoProcessor(num_frames=0)
+    with pytest.raises(ValueError, match="either `num_frames` or `fps`"):
+        SlowFastVideoProcessor(num_frames=4, fps=1.0)
+    video_processor = SlowFastVideoProcessor(size={"height": 4, "width": 4})
+    with pytest.raises(ValueError, match="shape"):
+        video_processor(np.zeros((4, 4, 3), dtype=np.uint8)[None, None])
+    with pytest.raises(ValueError, match="fps"):
+        video_processor(random_video(4), fps=2.0)
+    with pytest.raises(ValueError, match="Unknown video processing arguments"):
+        video_processor(random_video(4), frames_per_second=2)
+
+
+def test_chat_template_end_to_end_forward(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    model = model_for(tiny_tokenizer)
+    batch = processor.apply_chat_template(
+        video_chat(random_video(5)), add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    text = tiny_tokenizer.decode(batch["input_ids"][0])
+    assert text.count("<video>") == model.model.token_builder.num_fast_tokens(5, GRID, GRID)
+    assert "<|im_start|>assistant" in text.replace(" ", "")
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert logits.shape[:2] == batch["input_ids"].shape and torch.isfinite(logits).all()
+
+
+def test_batch_mixing_video_and_text_only_samples(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    processor.tokenizer.padding_side = "left"
+    model = model_for(tiny_tokenizer)
+    for cross_attn in (layer.self_attn.cross_attn for layer in model.model.language_model.layers[::2]):
+        torch.nn.init.constant_(cross_attn.gate_alpha, 0.7)
+    conversations = [
+        video_chat(random_video(6)),
+        [{"role": "user", "content": [{"type": "text", "text": "a question without video"}]}],
+    ]
+    batch = processor.apply_chat_template(
+        conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt", padding=True
+    )
+    assert batch["video_num_frames"].tolist() == [6]
+    assert (batch["attention_mask"][:, 0] == torch.tensor([1, 0])).all()  # left padding on the shorter sample
+    with torch.no_grad():
+        generated = model.generate(**batch, max_new_tokens=3, do_sample=False)
+        alone = model.generate(
+            **processor.apply_chat_template(
+                conversations[1], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            ),
+            max_new_tokens=3,
+            do_sample=False,
+        )
+    assert generated[1, -3:].tolist() == alone[0, -3:].tolist()
+
+
+def test_images_and_videos_in_one_conversation(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    model = model_for(tiny_tokenizer)
+    image = random_video(1, seed=3)[0]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "image": image},
+                {"type": "video", "video": random_video(4, seed=4)},
+                {"type": "text", "text": "compare them"},
+            ],
+        }
+    ]
+    batch = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+    assert batch["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    assert int((batch["input_ids"] == processor.image_token_id).sum()) == GRID * GRID
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).logits).all()
+
+
+def test_labels_keep_only_the_assistant_replies(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    conversation = video_chat(random_video(3), question="which frame?", answer="near the end") + [
+        {"role": "user", "content": [{"type": "text", "text": "what colour?"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "red"}]},
+    ]
+    batch = processor.apply_chat_template(
+        conversation, tokenize=True, return_dict=True, return_tensors="pt", return_assistant_tokens_mask=True
+    )
+    labels = processor.build_labels(batch)
+    kept = labels[0][labels[0] != IGNORE_INDEX]
+    replies = tiny_tokenizer.decode(kept).replace(" ", "").replace("▁", "")
+    assert replies == "neartheend<|im_end|>red<|im_end|>"
+    assert (labels[batch["input_ids"] == processor.video_token_id] == IGNORE_INDEX).all()
+    with pytest.raises(ValueError, match="return_assistant_tokens_mask"):
+        processor.build_labels({"input_ids": batch["input_ids"]})
+
+
+def test_placeholder_and_video_counts_must_match(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    with pytest.raises(ValueError, match="<video>"):
+        processor(text=["<video> and <video>"], videos=[random_video(2)])
+    with pytest.raises(ValueError, match="no videos"):
+        processor(text=["<video> only text"])
+
+
+def test_unknown_placeholder_token_is_refused(tiny_tokenizer):
+    with pytest.raises(ValueError, match="video_token"):
+        make_processor(tiny_tokenizer, video_token="<clip>")
+
+
+def test_from_model_config_copies_the_token_rule(tiny_tokenizer):
+    model = model_for(tiny_tokenizer, fast_temporal_stride=3, min_fast_frames=2)
+    video_processor = SlowFastVideoProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = SlowFastProcessor.from_model_config(model.config, video_processor, tiny_tokenizer)
+    assert processor.token_builder == model.model.token_builder
+    assert processor.patch_size == PATCH_SIZE
+    bad = tiny_slowfast_model()  # placeholder ids that are not the tokenizer's
+    with pytest.raises(ValueError, match="video_token_id"):
+        SlowFastProcessor.from_model_config(bad.config, video_processor, tiny_tokenizer)
+
+
+def test_save_and_load_round_trip(tiny_tokenizer, tmp_path):
+    processor = make_processor(tiny_tokenizer, fast_temporal_stride=3, min_fast_frames=2)
+    processor.video_processor.num_frames = 6
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, SlowFastProcessor)
+    assert isinstance(SlowFastVideoProcessor.from_pretrained(tmp_path), SlowFastVideoProcessor)
+    assert loaded.token_builder == processor.token_builder
+    assert loaded.video_processor.to_dict() == processor.video_processor.to_dict()
+    assert loaded.chat_template == processor.chat_template
+    video = random_video(9)
+    a = processor(text=["<video>"], videos=[video], return_tensors="pt")
+    b = loaded(text=["<video>"], videos=[video], return_tensors="pt")
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(
+        a["pixel_values_videos"], b["pixel_values_videos"]
+    )
+
+
+def test_model_and_processor_saved_together_load_with_auto_classes(tiny_tokenizer, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    processor = make_processor(tiny_tokenizer)
+    model = model_for(tiny_tokenizer)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded_model = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    loaded_processor = AutoProcessor.from_pretrained(tmp_path)
+    batch = loaded_processor.apply_chat_template(
+        video_chat(random_video(4)), tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        assert torch.equal(loaded_model(**batch).logits, model(**batch).logits)
+
+
+def test_video_paths_in_a_chat_decode_the_intended_frames(tiny_tokenizer, video_files):
+    """A `{"type": "video", "path": ...}` part is read with PyAV at `num_frames` evenly spaced frames."""
+    from video_fixtures import frame_indices_of
+
+    encoded = video_files.h264_mp4
+    video_processor = SlowFastVideoProcessor(
+        size={"height": encoded.height, "width": encoded.width},
+        rescale_factor=1.0,
+        image_mean=(0, 0, 0),
+        image_std=(1, 1, 1),
+        num_frames=8,
+    )
+    processor = SlowFastProcessor(video_processor, tiny_tokenizer, patch_size=PATCH_SIZE, fast_temporal_stride=2)
+    messages = [
+        {"role": "user", "content": [{"type": "video", "path": str(encoded.path)}, {"type": "text", "text": "?"}]}
+    ]
+    batch = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
+    frames = batch["pixel_values_videos"].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert frame_indices_of(frames).tolist() == [i * encoded.num_frames // 8 for i in range(8)]
+    grid = (encoded.height // PATCH_SIZE, encoded.width // PATCH_SIZE)
+    assert int((batch["input_ids"] == processor.video_token_id).sum()) == processor.token_builder.num_fast_tokens(
+        8, *grid
+    )
+
+
+def test_fps_sampling_with_a_cap(tiny_tokenizer, long_video):
+    from video_fixtures import frame_indices_of
+
+    video_processor = SlowFastVideoProcessor(
+        size={"height": long_video.height, "width": long_video.width},
+        rescale_factor=1.0,
+        image_mean=(0, 0, 0),
+        image_std=(1, 1, 1),
+        fps=1.0,
+        max_frames=16,
+    )
+    out = video_processor(str(long_video.path), return_tensors="pt")
+    assert out["video_num_frames"].tolist() == [16]  # 180 s at 1 fps, capped and spread over the whole video
+    indices = frame_indices_of(out["pixel_values_videos"].round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    assert indices[0] == 0 and indices[-1] > 0.9 * long_video.num_frames and (np.diff(indices) > 0).all()
+    with pytest.raises(ValueError, match="max_frames"):
+        SlowFastVideoProcessor(max_frames=4)

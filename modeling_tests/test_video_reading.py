@@ -1,0 +1,380 @@
+# Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
+"""Tests of `slowfast_hf.video_reading` on real files encoded by `video_fixtures` (each frame paints its index)."""
+
+import io
+import re
+
+import numpy as np
+import pytest
+from video_fixtures import frame_index_of, frame_indices_of, paint_frame_index
+
+from slowfast_hf import video_reading
+from slowfast_hf.video_reading import DecodedVideo, VideoInfo, probe_video, read_video
+
+# pytest finds fixtures by their names in the test module.
+
+CONSTANT_RATE_VIDEOS = ["h264_mp4", "vp9_webm", "mpeg4_mkv"]
+ALL_VIDEOS = [*CONSTANT_RATE_VIDEOS, "vfr_mp4"]
+
+
+def frames_at(frame_times: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """(T,) index of the frame shown at each time: the last frame starting at or before it."""
+    return np.searchsorted(frame_times, times + 1e-9, side="right") - 1
+
+
+def check_frames(video, decoded: DecodedVideo, expected_indices) -> None:
+    """The returned frames are exactly `expected_indices` of `video`: painted index, positions and timestamps."""
+    expected_indices = np.asarray(expected_indices)
+    assert decoded.frames.dtype == np.uint8
+    assert decoded.frames.shape == (len(expected_indices), video.height, video.width, 3)
+    np.testing.assert_array_equal(frame_indices_of(decoded.frames), expected_indices)
+    np.testing.assert_array_equal(decoded.frame_indices, expected_indices)
+    np.testing.assert_allclose(decoded.timestamps, video.frame_times[expected_indices], atol=1e-3)
+
+
+def decode_cost(keyframe_indices: np.ndarray, frame_indices: np.ndarray) -> int:
+    """Frames an exact read decodes: per group of pictures holding requested frames, from its keyframe to the last."""
+    group = np.searchsorted(keyframe_indices, frame_indices, side="right") - 1
+    last_in_group = {g: index for g, index in zip(group.tolist(), frame_indices.tolist())}
+    return sum(index - keyframe_indices[g] + 1 for g, index in last_in_group.items())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The fixtures' frame-index code
+
+
+def test_frame_index_code_round_trip():
+    indices = [0, 1, 2, 1000, 4499, 65535]
+    frames = np.stack([paint_frame_index(index, 48, 64) for index in indices])
+    np.testing.assert_array_equal(frame_indices_of(frames), indices)
+    assert frame_index_of(frames[3]) == 1000
+    with pytest.raises(ValueError, match=r"Frames \[0\] do not carry a readable frame index"):
+        frame_indices_of(np.full((1, 48, 64, 3), 255, dtype=np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Metadata
+
+
+@pytest.mark.parametrize("name", CONSTANT_RATE_VIDEOS)
+def test_probe_video_metadata(video_files, name):
+    video = getattr(video_files, name)
+    info = probe_video(video.path)
+    assert isinstance(info, VideoInfo)
+    assert info.num_frames == video.num_frames  # also for WebM and Matroska, whose headers have no frame count
+    assert info.duration == pytest.approx(video.duration, abs=1e-3)
+    assert info.average_fps == pytest.approx(video.num_frames / video.duration, rel=1e-3)
+    assert (info.width, info.height) == (video.width, video.height)
+    assert info.codec == video.codec
+    assert info.rotation == video.rotation  # 90 for `h264_mp4`, 0 for the others
+    assert info.start_time == 0.0
+
+
+def test_probe_video_variable_frame_rate(video_files):
+    video = video_files.vfr_mp4
+    info = probe_video(video.path)
+    assert info.num_frames == video.num_frames
+    # The MP4 stores the last frame with the previous frame's 40 ms rather than its own 80 ms; the rest is exact.
+    assert info.duration == pytest.approx(video.frame_times[-1] + 0.04, abs=1e-3)
+    assert info.average_fps == pytest.approx(video.num_frames / info.duration)
+
+
+def test_read_video_info_equals_probe_video(video_files):
+    path = video_files.mpeg4_mkv.path
+    assert read_video(path, num_frames=4).info == probe_video(path)
+
+
+def test_to_video_metadata(video_files):
+    video = video_files.h264_mp4
+    decoded = read_video(video.path, num_frames=4)
+    metadata = decoded.to_video_metadata()
+    assert metadata.total_num_frames == 100
+    assert metadata.fps == pytest.approx(25.0)
+    assert (metadata.width, metadata.height, metadata.duration) == (64, 48, pytest.approx(4.0))
+    assert metadata.video_backend == "pyav"
+    assert metadata.frames_indices == [0, 25, 50, 75]
+    np.testing.assert_allclose(metadata.timestamps, decoded.timestamps)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Exact sampling
+
+
+@pytest.mark.parametrize("name", ALL_VIDEOS)
+def test_read_every_frame(video_files, name):
+    video = getattr(video_files, name)
+    decoded = read_video(video.path)
+    check_frames(video, decoded, np.arange(video.num_frames))
+    assert decoded.num_decoded_frames == video.num_frames
+
+
+@pytest.mark.parametrize("name", CONSTANT_RATE_VIDEOS)
+@pytest.mark.parametrize("num_frames", [1, 7, 16, 33])
+def test_num_frames_picks_segment_starts(video_files, name, num_frames):
+    video = getattr(video_files, name)
+    decoded = read_video(video.path, num_frames=num_frames)
+    # The start of each of `num_frames` equal segments: the frames Transformers' default sampler picks.
+    check_frames(video, decoded, np.arange(num_frames) * video.num_frames // num_frames)
+
+
+@pytest.mark.parametrize("name", CONSTANT_RATE_VIDEOS)
+@pytest.mark.parametrize("fps", [1, 2, 7.5])
+def test_fps_picks_one_frame_every_interval(video_files, name, fps):
+    video = getattr(video_files, name)
+    video_fps = video.num_frames / video.duration
+    decoded = read_video(video.path, fps=fps)
+    times = np.arange(int(np.ceil(video.duration * fps))) / fps  # every k / fps before the end
+    check_frames(video, decoded, np.floor(times * video_fps + 1e-6).astype(int))
+
+
+def test_fps_over_max_frames_spreads_max_frames_evenly(video_files):
+    video = video_files.h264_mp4  # 4 s: fps=10 asks for 40 frames
+    capped = read_video(video.path, fps=10, max_frames=8)
+    check_frames(video, capped, np.arange(8) * 100 // 8)
+    check_frames(video, read_video(video.path, fps=10, max_frames=40), np.arange(40) * 100 // 40)  # not over the cap
+
+
+@pytest.mark.parametrize("sampling", [{"num_frames": 9}, {"num_frames": 40}, {"fps": 3}, {"fps": 11.5}])
+def test_variable_frame_rate_picks_by_timestamp(video_files, sampling):
+    video = video_files.vfr_mp4  # frames last 40, 40, 120, 20, 80 ms, repeated
+    decoded = read_video(video.path, **sampling)
+    duration = decoded.info.duration
+    if "num_frames" in sampling:
+        times = np.arange(sampling["num_frames"]) * duration / sampling["num_frames"]
+    else:
+        times = np.arange(int(np.ceil(duration * sampling["fps"]))) / sampling["fps"]
+    # Each frame once: a 120 ms frame can be shown at two sampling times.
+    check_frames(video, decoded, np.unique(frames_at(video.frame_times, times)))
+
+
+@pytest.mark.parametrize("sampling", [{"num_frames": 250}, {"fps": 100}, {"fps": 30, "max_frames": 1000}])
+def test_more_frames_than_the_video_has_returns_each_frame_once(video_files, sampling):
+    video = video_files.h264_mp4  # 100 frames at 25 fps
+    decoded = read_video(video.path, **sampling)
+    check_frames(video, decoded, np.arange(video.num_frames))
+
+
+def test_frame_shown_at_several_times_is_returned_once(video_files):
+    video = video_files.vfr_mp4
+    decoded = read_video(video.path, fps=50)  # 20 ms steps: a 120 ms frame is shown at 6 of them
+    assert len(decoded.frames) < int(np.ceil(decoded.info.duration * 50))
+    assert len(np.unique(decoded.frame_indices)) == len(decoded.frame_indices)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Seeking on a long video
+
+
+@pytest.fixture(scope="module")
+def long_video_every_frame(long_video):
+    return read_video(long_video.path)
+
+
+def test_long_video_full_decode(long_video, long_video_every_frame):
+    check_frames(long_video, long_video_every_frame, np.arange(long_video.num_frames))
+    assert long_video_every_frame.num_decoded_frames == long_video.num_frames
+
+
+@pytest.mark.parametrize("sampling", [{"num_frames": 64}, {"num_frames": 7}, {"fps": 1}])
+def test_long_video_seeking_returns_the_frames_of_a_full_decode(long_video, long_video_every_frame, sampling):
+    full = long_video_every_frame
+    decoded = read_video(long_video.path, **sampling)
+    if "num_frames" in sampling:
+        expected = np.arange(sampling["num_frames"]) * long_video.num_frames // sampling["num_frames"]
+    else:
+        expected = np.arange(0, long_video.num_frames, 25)  # one frame per second at 25 fps
+    check_frames(long_video, decoded, expected)
+    np.testing.assert_array_equal(decoded.frames, full.frames[expected])  # the same pixels as a full decode
+    np.testing.assert_array_equal(decoded.timestamps, full.timestamps[expected])
+
+    # Cost: from the keyframe before each run of requested frames in one group of pictures to its last frame; with
+    # fps=1, five frames per 5 s group are decoded in one pass, not five.
+    assert decoded.num_decoded_frames == decode_cost(long_video.keyframe_indices, expected)
+    assert decoded.num_decoded_frames < long_video.num_frames * 0.85
+
+
+def test_long_video_few_frames_cost_few_short_decodes(long_video):
+    decoded = read_video(long_video.path, num_frames=16)  # one frame in each of 16 groups of 125 frames
+    assert decoded.num_decoded_frames <= 16 * 125
+    assert decoded.num_decoded_frames < long_video.num_frames // 2
+
+
+def test_seek_landing_after_the_frame_falls_back_to_the_start(long_video, monkeypatch):
+    """An imprecise demuxer seek that lands past the requested frame still returns it: decoded from the start."""
+    decode_after_seek = video_reading._FrameDecoder._decode_after_seek
+
+    def seek_one_group_late(self, run_pts, seek_target):
+        if seek_target != self.index.first_dts:  # a keyframe's pts or dts
+            seek_target = int(self.index.keyframe_pts[np.searchsorted(self.index.keyframe_pts, seek_target) + 1])
+        return decode_after_seek(self, run_pts, seek_target)
+
+    monkeypatch.setattr(video_reading._FrameDecoder, "_decode_after_seek", seek_one_group_late)
+    decoded = read_video(long_video.path, num_frames=2)  # frames 0 and 2250: the seek to 2250 lands at 2375
+    check_frames(long_video, decoded, [0, 2250])
+    assert decoded.num_decoded_frames > 2250  # decoded from the start
+
+
+def test_stream_cut_inside_a_group_of_pictures(video_files):
+    """MPEG-TS (seeks by decoding time, no frame count) starting mid-GOP: the undecodable first frames are skipped."""
+    video, path = video_files.h264_mp4, video_files.cut_mid_gop_ts
+    info = probe_video(path)
+    assert (info.num_frames, info.start_time, info.duration) == (75, pytest.approx(1.0), pytest.approx(3.0))
+    decoded = read_video(path, num_frames=5)
+    np.testing.assert_array_equal(frame_indices_of(decoded.frames), [25, 40, 55, 70, 85])
+    np.testing.assert_array_equal(decoded.frame_indices, [0, 15, 30, 45, 60])  # positions in the stream as read
+    np.testing.assert_allclose(decoded.timestamps, video.frame_times[[25, 40, 55, 70, 85]], atol=1e-3)
+    # Per run of frames, the seek to the keyframe's pts lands past it in MPEG-TS: at most one frame comes out before
+    # the seek to its dts.
+    num_runs = 3  # frames 25 and 40, 55 and 70, 85
+    cost = decode_cost(video.keyframe_indices, np.array([25, 40, 55, 70, 85]))
+    assert cost <= decoded.num_decoded_frames <= cost + num_runs
+    np.testing.assert_array_equal(frame_indices_of(read_video(path).frames), np.arange(25, 100))
+    approximate = read_video(path, num_frames=5, approximate=True)
+    np.testing.assert_array_equal(frame_indices_of(approximate.frames), [25, 50, 75])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Approximate mode
+
+
+def nearest_keyframes(video, times: np.ndarray) -> np.ndarray:
+    keyframe_times = video.frame_times[video.keyframe_indices]  # (K,)
+    distance = np.abs(times[:, None] - keyframe_times[None, :])  # (T, K); argmin keeps the earlier on a tie
+    return np.unique(video.keyframe_indices[np.argmin(distance, axis=1)])
+
+
+@pytest.mark.parametrize("num_frames", [5, 64, 200])
+def test_approximate_mode_returns_nearest_keyframes(long_video, num_frames):
+    decoded = read_video(long_video.path, num_frames=num_frames, approximate=True)
+    times = np.arange(num_frames) * long_video.duration / num_frames
+    expected = nearest_keyframes(long_video, times)
+    check_frames(long_video, decoded, expected)
+    assert np.isin(decoded.frame_indices, long_video.keyframe_indices).all()
+    assert decoded.num_decoded_frames == len(expected)  # keyframes only
+    # Up to the last keyframe, every target is within half a group of pictures (2.5 s) of a returned keyframe.
+    distance = np.abs(times[:, None] - decoded.timestamps[None, :]).min(axis=1)  # (T,)
+    assert distance[times <= decoded.timestamps[-1]].max() <= 2.5
+
+
+@pytest.mark.parametrize("name", ALL_VIDEOS)
+def test_approximate_mode_short_videos(video_files, name):
+    video = getattr(video_files, name)
+    decoded = read_video(video.path, fps=2, approximate=True)
+    times = np.arange(int(np.ceil(decoded.info.duration * 2))) / 2
+    check_frames(video, decoded, nearest_keyframes(video, times))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+def test_bytes_and_file_objects_read_like_paths(video_files):
+    path = video_files.vp9_webm.path
+    expected = read_video(path, num_frames=6)
+    data = path.read_bytes()
+    read_to_the_end = io.BytesIO(data)
+    read_to_the_end.read()
+    with open(path, "rb") as file:
+        sources = [str(path), data, bytearray(data), memoryview(data), io.BytesIO(data), read_to_the_end, file]
+        for source in sources:
+            decoded = read_video(source, num_frames=6)
+            np.testing.assert_array_equal(decoded.frames, expected.frames)
+            np.testing.assert_array_equal(decoded.timestamps, expected.timestamps)
+            assert decoded.info == expected.info
+    assert probe_video(io.BytesIO(data)) == probe_video(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_file(tmp_path):
+    missing = tmp_path / "missing.mp4"
+    with pytest.raises(FileNotFoundError, match=r"`source` video file not found: .*missing\.mp4"):
+        read_video(missing)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        probe_video(str(missing))
+
+
+def test_directory_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="`source` must be a video file, got a directory"):
+        read_video(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("not_a_video", "is not a readable video file"),
+        ("audio_only", r"has no video stream \(streams: audio\)"),
+        ("no_frames", "has a video stream with no frames"),
+        ("truncated_mp4", "is corrupt or truncated: a packet of its video stream is incomplete"),
+        ("truncated_mp4_without_index", "is not a readable video file"),
+        (
+            "truncated_webm",
+            r"is truncated: its container declares video up to 4\.000 s but it can be read only up to 1\.",
+        ),
+    ],
+)
+def test_unusable_files(video_files, name, message):
+    path = getattr(video_files, name)
+    with pytest.raises(ValueError, match=message) as error:
+        probe_video(path)
+    assert f"`source` ({str(path)!r})" in str(error.value)
+    with pytest.raises(ValueError, match=message):
+        read_video(path, num_frames=4)
+    with pytest.raises(ValueError, match=message):
+        read_video(path.read_bytes(), num_frames=4)
+
+
+def test_corrupt_frame_data_raises_instead_of_returning_fewer_frames(video_files):
+    with pytest.raises(ValueError, match=r"\(.*corrupt\.mp4'\) is corrupt or truncated"):
+        read_video(video_files.corrupt_mp4)
+
+
+def test_file_object_must_be_binary_and_seekable(video_files):
+    with open(video_files.h264_mp4.path, encoding="latin-1") as text_file:
+        with pytest.raises(ValueError, match=r"`source` must be opened in binary mode \('rb'\)"):
+            read_video(text_file)
+
+    class Unseekable(io.RawIOBase):
+        def readable(self):
+            return True
+
+    with pytest.raises(ValueError, match="`source` must be seekable"):
+        read_video(Unseekable())
+
+
+@pytest.mark.parametrize("source", [None, 3, ["a.mp4"]])
+def test_source_of_wrong_type(source):
+    with pytest.raises(TypeError, match="`source` must be a path, bytes or a binary file object"):
+        read_video(source)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"num_frames": 0}, "`num_frames` must be an integer >= 1, got 0"),
+        ({"num_frames": -3}, "`num_frames` must be an integer >= 1, got -3"),
+        ({"num_frames": 2.0}, "`num_frames` must be an integer >= 1, got 2.0"),
+        ({"num_frames": True}, "`num_frames` must be an integer >= 1, got True"),
+        ({"fps": 0}, "`fps` must be a finite number > 0, got 0"),
+        ({"fps": -1.5}, "`fps` must be a finite number > 0, got -1.5"),
+        ({"fps": float("nan")}, "`fps` must be a finite number > 0, got nan"),
+        ({"fps": float("inf")}, "`fps` must be a finite number > 0, got inf"),
+        ({"fps": "2"}, "`fps` must be a finite number > 0, got '2'"),
+        ({"num_frames": 4, "fps": 2}, "Pass either `num_frames` or `fps`, not both"),
+        ({"max_frames": 4}, "`max_frames` caps sampling by `fps` and needs it"),
+        ({"num_frames": 4, "max_frames": 4}, "`max_frames` caps sampling by `fps` and needs it"),
+        ({"fps": 2, "max_frames": 0}, "`max_frames` must be an integer >= 1, got 0"),
+        ({"num_frames": 4, "approximate": "yes"}, "`approximate` must be True or False, got 'yes'"),
+        ({"approximate": True}, "`approximate=True` needs `num_frames` or `fps`"),
+    ],
+)
+def test_invalid_sampling_arguments(video_files, arguments, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        read_video(video_files.h264_mp4.path, **arguments)
+
+
+def test_numpy_integers_are_accepted(video_files):
+    video = video_files.h264_mp4
+    check_frames(video, read_video(video.path, num_frames=np.int64(4)), [0, 25, 50, 75])
