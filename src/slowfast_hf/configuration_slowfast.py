@@ -30,6 +30,9 @@ class SlowFastConfig(PreTrainedConfig):
             Which of the vision encoder's hidden states feeds the projector.
         vision_feature_select_strategy (`str`, *optional*, defaults to `"full"`):
             `"default"` drops the first (CLS) token of ViT-style encoders, `"full"` keeps every token.
+        vision_batch_size (`int`, *optional*):
+            Run the vision encoder and projector on at most this many frames at a time, which bounds the encoder's
+            activation memory on long videos (the result does not change). `None` encodes all frames at once.
         hybrid_layers (`list[int]`, *optional*):
             Indices of the decoder layers that become hybrid layers. Mutually exclusive with `hybrid_layer_interval`.
         hybrid_layer_interval (`int`, *optional*):
@@ -72,6 +75,7 @@ class SlowFastConfig(PreTrainedConfig):
     projector_bias: bool = True
     vision_feature_layer: int = -1
     vision_feature_select_strategy: Literal["default", "full"] = "full"
+    vision_batch_size: int | None = None
     hybrid_layers: list[int] | None = None
     hybrid_layer_interval: int | None = None
     hybrid_layer_min_depth: int = 0
@@ -112,6 +116,11 @@ class SlowFastConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        batch_size = self.vision_batch_size
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(f"`vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
         if not isinstance(self.vision_feature_layer, int) or isinstance(self.vision_feature_layer, bool):
             raise ValueError(f"`vision_feature_layer` must be an integer, got {self.vision_feature_layer!r}.")
         for name in ("image_token_id", "video_token_id"):

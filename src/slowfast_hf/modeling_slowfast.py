@@ -161,7 +161,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
         self.language_model.set_input_embeddings(value)
 
     def get_frame_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features."""
+        """
+        (num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features, encoded
+        `config.vision_batch_size` frames at a time (all at once when None).
+        """
         if pixel_values.ndim != 4:
             raise ValueError(
                 f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}."
@@ -181,6 +184,20 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     f"Frames are {height}x{width} pixels but the vision encoder takes {expected[0]}x{expected[1]}; "
                     "resize them with the processor."
                 )
+        num_frames = pixel_values.shape[0]
+        batch_size = self.config.vision_batch_size or num_frames
+        if batch_size >= num_frames:
+            return self._encode_frames(pixel_values)
+        first = self._encode_frames(pixel_values[:batch_size])
+        # (T, h, w, hidden_size), filled chunk by chunk: `torch.cat` would briefly hold every chunk twice
+        features = first.new_empty(num_frames, *first.shape[1:])
+        features[:batch_size] = first
+        for start in range(batch_size, num_frames, batch_size):
+            features[start : start + batch_size] = self._encode_frames(pixel_values[start : start + batch_size])
+        return features
+
+    def _encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(T, C, H, W) pixels -> (T, h, w, hidden_size): vision encoder, feature selection and projector."""
         outputs = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
         features = outputs.hidden_states[self.config.vision_feature_layer]
         if features.ndim == 4:  # convolutional encoders: (T, C, h, w)
@@ -188,7 +205,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
         else:  # ViT-style encoders: (T, [CLS +] h·w, C)
             if self.config.vision_feature_select_strategy == "default":
                 features = features[:, 1:]
-            grid_height, grid_width = height // patch_size, width // patch_size
+            patch_size = self.config.vision_config.patch_size
+            grid_height, grid_width = pixel_values.shape[-2] // patch_size, pixel_values.shape[-1] // patch_size
             if features.shape[1] != grid_height * grid_width:
                 raise ValueError(
                     f"The vision encoder returned {features.shape[1]} tokens per frame, expected a "
@@ -458,7 +476,9 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         vision_model = _load_pretrained(vision_model_name_or_path, AutoModel, "vision_model_name_or_path")
         text_model = _load_pretrained(text_model_name_or_path, AutoModelForCausalLM, "text_model_name_or_path")
         if hasattr(vision_model, "vision_model") and hasattr(vision_model.config, "vision_config"):
+            name_or_path = vision_model.config._name_or_path
             vision_model = vision_model.vision_model  # a full CLIP/SigLIP model: keep its vision tower
+            vision_model.config._name_or_path = name_or_path
         for name in ("text_config", "vision_config", "tie_word_embeddings"):
             if name in config_kwargs:
                 raise ValueError(f"`{name}` comes from the pretrained models; do not pass it in `config_kwargs`.")

@@ -11,7 +11,8 @@ from .video_processing_slowfast import SlowFastVideoProcessor
 IGNORE_INDEX = -100
 
 # ChatML. Each content part is text, an `<image>` or a `<video>` placeholder (expanded by the processor); the
-# assistant replies sit in a `generation` block so `return_assistant_tokens_mask=True` can mark them.
+# assistant replies sit in a `generation` block so `return_assistant_tokens_mask=True` can mark them. Newlines right
+# after a block tag are written as `{{ '\n' }}`: Transformers renders templates with `trim_blocks`.
 CHATML_TEMPLATE = (
     "{% macro render(content) %}"
     "{% if content is string %}{{ content }}"
@@ -26,8 +27,8 @@ CHATML_TEMPLATE = (
     "{% endif %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ render(message['content']) }}<|im_end|>{% endgeneration %}"
-    "{% else %}{{ render(message['content']) }}<|im_end|>{% endif %}\n"
+    "{% generation %}{{ render(message['content']) }}<|im_end|>{% endgeneration %}{{ '\\n' }}"
+    "{% else %}{{ render(message['content']) }}<|im_end|>{{ '\\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
