@@ -11,6 +11,7 @@ from video_fixtures import long_video, video_files  # noqa: F401  (session fixtu
 
 import slowfast_hf  # noqa: F401  (registers the Auto classes)
 from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration
+from slowfast_hf.hybrid_attention import decoder_layers
 
 VOCAB_SIZE = 128
 IMAGE_TOKEN_ID = 126
@@ -71,6 +72,21 @@ def video_prompt(model, num_frames: int, prefix=(1, 2, 3), suffix=(4, 5, 6)) -> 
     grid = IMAGE_SIZE // PATCH_SIZE
     count = model.model.token_builder.num_fast_tokens(num_frames, grid, grid)
     return list(prefix) + [VIDEO_TOKEN_ID] * count + list(suffix)
+
+
+def activate_hybrid_layers(model, alpha: float = 0.7, gate_bias: float = 0.5):
+    """Make every hybrid layer's cross term matter: alpha (and the dynamic gate's bias) away from their zero init."""
+    count = 0
+    with torch.no_grad():
+        for layer in decoder_layers(model.model.language_model):
+            cross_attn = getattr(layer.self_attn, "cross_attn", None)
+            if cross_attn is not None:
+                cross_attn.gate_alpha.fill_(alpha)
+                if hasattr(cross_attn, "gate_proj"):
+                    cross_attn.gate_proj.bias.fill_(gate_bias)
+                count += 1
+    assert count > 0
+    return model
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from conftest import (
     IMAGE_TOKEN_ID,
     PATCH_SIZE,
     VIDEO_TOKEN_ID,
+    activate_hybrid_layers,
     tiny_slowfast_model,
     video_prompt,
 )
@@ -18,21 +19,6 @@ from slowfast_hf.hybrid_attention import decoder_layers
 GRID = IMAGE_SIZE // PATCH_SIZE
 PAD_ID = 0
 ATOL = 1e-5
-
-
-def activate_hybrid_layers(model, alpha: float = 0.7, gate_bias: float = 0.5):
-    """Make every hybrid layer's cross term matter: alpha (and the dynamic gate's bias) away from their zero init."""
-    count = 0
-    with torch.no_grad():
-        for layer in decoder_layers(model.model.language_model):
-            cross_attn = getattr(layer.self_attn, "cross_attn", None)
-            if cross_attn is not None:
-                cross_attn.gate_alpha.fill_(alpha)
-                if hasattr(cross_attn, "gate_proj"):
-                    cross_attn.gate_proj.bias.fill_(gate_bias)
-                count += 1
-    assert count > 0
-    return model
 
 
 def frames(num_frames: int, seed: int, size: int = IMAGE_SIZE, channels: int = 3) -> torch.Tensor:

@@ -13,6 +13,7 @@ from conftest import (
     IMAGE_SIZE,
     IMAGE_TOKEN_ID,
     VIDEO_TOKEN_ID,
+    activate_hybrid_layers,
     tiny_slowfast_model,
     tiny_text_config,
     tiny_vision_config,
@@ -37,21 +38,6 @@ CODE_FILES = (
     "token_builder.py",
     "visual_inputs.py",
 )
-
-
-def activate_hybrid_layers(model, alpha: float = 0.7, gate_bias: float = 0.5):
-    """Make every hybrid layer's cross term matter: alpha (and the dynamic gate's bias) away from their zero init."""
-    count = 0
-    with torch.no_grad():
-        for layer in decoder_layers(model.model.language_model):
-            cross_attn = getattr(layer.self_attn, "cross_attn", None)
-            if cross_attn is not None:
-                cross_attn.gate_alpha.fill_(alpha)
-                if hasattr(cross_attn, "gate_proj"):
-                    cross_attn.gate_proj.bias.fill_(gate_bias)
-                count += 1
-    assert count > 0
-    return model
 
 
 def video_inputs(model, num_frames: int = 3, seed: int = 1):
