@@ -39,6 +39,7 @@ from transformers.cache_utils import DynamicCache
 
 from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration, SlowFastTokenBuilder, SlowFastVisualFeatures
 from slowfast_hf.hybrid_attention import project_slow_tokens
+from slowfast_hf.transformers_compat import CACHE_KWARG
 
 GRID = 18  # per-frame feature grid: 9x9 = 81 slow tokens per frame
 IMAGE_SIZE, PATCH_SIZE = 36, 2  # a tiny SigLIP with this 18x18 patch grid, for the runs from pixels
@@ -190,22 +191,22 @@ def decode_row(setting: Setting, model, text_model, num_frames: int) -> dict:
     features = random_features(model, num_frames)
     input_ids = prompt_ids(model, features.fast_tokens[0].shape[0])
     output = model(input_ids=input_ids, video_features=features, use_cache=True, logits_to_keep=1)
-    cache, slow_key_values = output.past_key_values, output.slow_key_values
+    cache, slow_key_values = getattr(output, CACHE_KWARG), output.slow_key_values
     token = output.logits[:, -1:].argmax(-1)
     slow_tokens = features.slow_tokens[0][None]  # (1, N, D)
     slow_token_mask = torch.ones(slow_tokens.shape[:2], dtype=torch.bool)
     text_cache = DynamicCache(config=text_model.config)
-    text_model(input_ids=torch.randint(1, 100, input_ids.shape), past_key_values=text_cache, logits_to_keep=1)
+    text_model(input_ids=torch.randint(1, 100, input_ids.shape), logits_to_keep=1, **{CACHE_KWARG: text_cache})
 
     def cached_step():
-        model(input_ids=token, past_key_values=cache, slow_key_values=slow_key_values, logits_to_keep=1)
+        model(input_ids=token, cache=cache, slow_key_values=slow_key_values, logits_to_keep=1)
 
     def reprojecting_step():
         reprojected = project_slow_tokens(model.model.language_model, slow_tokens, slow_token_mask)
-        model(input_ids=token, past_key_values=cache, slow_key_values=reprojected, logits_to_keep=1)
+        model(input_ids=token, cache=cache, slow_key_values=reprojected, logits_to_keep=1)
 
     def text_step():
-        text_model(input_ids=token, past_key_values=text_cache, logits_to_keep=1)
+        text_model(input_ids=token, logits_to_keep=1, **{CACHE_KWARG: text_cache})
 
     drop_step, drop_text_step = (lambda: cache.crop(-1)), (lambda: text_cache.crop(-1))
     best_of(1, dict(cached=(cached_step, drop_step), text_only=(text_step, drop_text_step)))  # warm up

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from slowfast_hf import SlowFastConfig, hybrid_attention
 from slowfast_hf.hybrid_attention import decoder_layers, hybrid_layer_indices, project_slow_tokens
+from slowfast_hf.transformers_compat import CACHE_KWARG
 
 PAD_ID = 0
 ATOL = 1e-5
@@ -159,7 +160,7 @@ def decode_step_flops(model, prompt: list[int], video: torch.Tensor):
     with torch.no_grad(), FlopCounterMode(display=False) as step:
         model(
             input_ids=next_token,
-            past_key_values=output.past_key_values,
+            cache=getattr(output, CACHE_KWARG),
             slow_key_values=output.slow_key_values,
             use_cache=True,
         )

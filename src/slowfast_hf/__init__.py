@@ -5,6 +5,10 @@ Importing the package registers the config and models with the Auto classes, and
 `save_pretrained` ships their code (`trust_remote_code=True` loads work without this package installed).
 """
 
+from .transformers_compat import check_transformers_version
+
+check_transformers_version()
+
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor, AutoVideoProcessor
 from transformers.utils import is_torchvision_available, is_vision_available
 

@@ -9,7 +9,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 
 from .configuration_slowfast import SlowFastConfig
@@ -24,6 +24,7 @@ from .hybrid_attention import (
     project_slow_tokens,
 )
 from .token_builder import SlowFastTokenBuilder
+from .transformers_compat import CACHE_KWARG, resolve_cache_argument
 from .visual_inputs import (
     SlowFastVisualFeatures,
     flatten_videos,
@@ -44,12 +45,12 @@ class SlowFastModelOutputWithPast(BaseModelOutputWithPast):
 
 
 @dataclass
-class SlowFastCausalLMOutputWithPast(ModelOutput):
-    loss: torch.FloatTensor | None = None
-    logits: torch.FloatTensor | None = None
-    past_key_values: Cache | None = None
-    hidden_states: tuple[torch.FloatTensor] | None = None
-    attentions: tuple[torch.FloatTensor] | None = None
+class SlowFastCausalLMOutputWithPast(CausalLMOutputWithPast):
+    """
+    slow_key_values (`SlowKeyValues`, *optional*): the slow tokens' keys/values of every hybrid layer, reused by
+    later decoding steps.
+    """
+
     slow_key_values: SlowKeyValues | None = None
 
 
@@ -86,7 +87,7 @@ class SlowFastPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = [CACHE_KWARG]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -262,10 +263,11 @@ class SlowFastModel(SlowFastPreTrainedModel):
         video_features: SlowFastVisualFeatures | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         slow_key_values: SlowKeyValues | None = None,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SlowFastModelOutputWithPast:
         r"""
@@ -275,7 +277,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
         image_features / video_features (`SlowFastVisualFeatures`, *optional*): precomputed instead of pixels.
         slow_key_values (`SlowKeyValues`, *optional*): the slow keys/values of an earlier forward pass of the same
             prompt (generation passes them to every decoding step).
+        cache / past_key_values (`Cache`, *optional*): the decoder cache, under Transformers' name for it
+            (`past_key_values` before Transformers 5.24); either name is accepted.
         """
+        cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
         if pixel_values is not None and image_features is not None:
@@ -294,7 +299,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         if pixel_values_videos is not None:
             video_features = self.get_video_features(pixel_values_videos, video_num_frames)
 
-        is_prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        is_prefill = cache is None or cache.get_seq_length() == 0
         items = []  # (sample, first position, slow tokens) of every image and video
         for kind, features, mask in (("image", image_features, image_mask), ("video", video_features, video_mask)):
             if features is None:
@@ -322,9 +327,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            **{CACHE_KWARG: cache},
             **kwargs,
         )
         if context is not None and (missing := set(slow_key_values.key_values) - context.layers_reached):
@@ -335,10 +340,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
             )
         return SlowFastModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             slow_key_values=slow_key_values,
+            **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
     def _query_mask(self, visual_mask, attention_mask, slow_key_values: SlowKeyValues, is_prefill: bool):
@@ -386,12 +391,13 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         video_features: SlowFastVisualFeatures | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         slow_key_values: SlowKeyValues | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        past_key_values: Cache | None = None,
         **kwargs,
     ) -> SlowFastCausalLMOutputWithPast:
         r"""
@@ -408,10 +414,11 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             video_features=video_features,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             slow_key_values=slow_key_values,
+            past_key_values=past_key_values,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -424,10 +431,10 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         return SlowFastCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             slow_key_values=outputs.slow_key_values,
+            **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
