@@ -36,6 +36,7 @@ CODE_FILES = (
     "modeling_slowfast.py",
     "hybrid_attention.py",
     "token_builder.py",
+    "transformers_compat.py",
     "visual_inputs.py",
 )
 

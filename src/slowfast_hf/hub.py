@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData, create_repo
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_file
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .token_builder import SlowFastTokenBuilder
@@ -236,8 +236,9 @@ def push_to_hub(
 ) -> str:
     """
     Push `model`, `processor` and their model card to the Hub repository `repo_id` (created if needed), with the
-    libraries' own methods: the card with `ModelCard.push_to_hub`, then `model.push_to_hub` and
-    `processor.push_to_hub`. Transformers' `push_to_hub` keeps the card it finds in the repository (adding the model's
+    libraries' own methods: the card uploaded as `README.md`, then `model.push_to_hub` and `processor.push_to_hub`.
+    (The card is not sent through `ModelCard.push_to_hub`, whose YAML check goes to huggingface.co whatever the
+    endpoint in huggingface_hub < 2.2.) Transformers' `push_to_hub` keeps the card it finds in the repository (adding the model's
     tags), which is why the card goes first. Three commits: the card, the model, the processor.
 
     Args:
@@ -260,7 +261,10 @@ def push_to_hub(
         datasets=datasets,
     )
     repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
-    card.push_to_hub(repo_id, token=token, commit_message="Add model card")
+    upload_file(
+        path_or_fileobj=str(card).encode(), path_in_repo="README.md", repo_id=repo_id, token=token,
+        commit_message="Add model card",
+    )
     model.push_to_hub(repo_id, token=token, max_shard_size=max_shard_size)
     return processor.push_to_hub(repo_id, token=token)
 

@@ -13,7 +13,7 @@ import transformers
 from packaging.version import Version
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-MIN_TRANSFORMERS_VERSION = "5.1.0"
+MIN_TRANSFORMERS_VERSION = "5.23.0"
 # The newest minor release the test suite ran on; newer minors are allowed, with a warning.
 NEWEST_TESTED_TRANSFORMERS_MINOR = "5.24"
 
@@ -29,7 +29,7 @@ def check_transformers_version(installed: str = transformers.__version__) -> Non
     """Raise below the supported range; warn above the newest tested minor release."""
     version = Version(installed)
     supported = f">={MIN_TRANSFORMERS_VERSION} (tested up to {NEWEST_TESTED_TRANSFORMERS_MINOR}.x)"
-    if version.release < Version(MIN_TRANSFORMERS_VERSION).release:
+    if version < Version(MIN_TRANSFORMERS_VERSION):
         raise UnsupportedTransformersVersionError(
             f"slowfast_hf needs transformers{supported}, but transformers {installed} is installed; "
             f'upgrade it with `pip install "transformers>={MIN_TRANSFORMERS_VERSION}"`.'
