@@ -26,8 +26,11 @@ def check_frames(video, decoded: DecodedVideo, expected_indices) -> None:
     """The returned frames are exactly `expected_indices` of `video`: painted index, positions and timestamps."""
     expected_indices = np.asarray(expected_indices)
     assert decoded.frames.dtype == np.uint8
-    assert decoded.frames.shape == (len(expected_indices), video.height, video.width, 3)
-    np.testing.assert_array_equal(frame_indices_of(decoded.frames), expected_indices)
+    quarter_turns = video.rotation // 90  # frames come upright: a 90 degree rotation swaps height and width
+    upright_size = (video.width, video.height) if quarter_turns % 2 else (video.height, video.width)
+    assert decoded.frames.shape == (len(expected_indices), *upright_size, 3)
+    stored = np.rot90(decoded.frames, -quarter_turns, axes=(1, 2))  # (T, H, W, 3) as encoded
+    np.testing.assert_array_equal(frame_indices_of(stored), expected_indices)
     np.testing.assert_array_equal(decoded.frame_indices, expected_indices)
     np.testing.assert_allclose(decoded.timestamps, video.frame_times[expected_indices], atol=1e-3)
 
@@ -90,7 +93,8 @@ def test_to_video_metadata(video_files):
     metadata = decoded.to_video_metadata()
     assert metadata.total_num_frames == 100
     assert metadata.fps == pytest.approx(25.0)
-    assert (metadata.width, metadata.height, metadata.duration) == (64, 48, pytest.approx(4.0))
+    # The frames are upright: the 64x48 stored frames with a 90 degree display rotation are 48 wide, 64 high.
+    assert (metadata.width, metadata.height, metadata.duration) == (48, 64, pytest.approx(4.0))
     assert metadata.video_backend == "pyav"
     assert metadata.frames_indices == [0, 25, 50, 75]
     np.testing.assert_allclose(metadata.timestamps, decoded.timestamps)
@@ -187,9 +191,10 @@ def test_long_video_seeking_returns_the_frames_of_a_full_decode(long_video, long
     np.testing.assert_array_equal(decoded.frames, full.frames[expected])  # the same pixels as a full decode
     np.testing.assert_array_equal(decoded.timestamps, full.timestamps[expected])
 
-    # Cost: from the keyframe before each run of requested frames in one group of pictures to its last frame; with
-    # fps=1, five frames per 5 s group are decoded in one pass, not five.
-    assert decoded.num_decoded_frames == decode_cost(long_video.keyframe_indices, expected)
+    # Cost: at most from the keyframe before each run of requested frames in one group of pictures to its last frame
+    # (frames no other frame references are skipped unless requested); with fps=1, five frames per 5 s group are
+    # decoded in one pass, not five.
+    assert len(expected) <= decoded.num_decoded_frames <= decode_cost(long_video.keyframe_indices, expected)
     assert decoded.num_decoded_frames < long_video.num_frames * 0.85
 
 
@@ -200,18 +205,20 @@ def test_long_video_few_frames_cost_few_short_decodes(long_video):
 
 
 def test_seek_landing_after_the_frame_falls_back_to_the_start(long_video, monkeypatch):
-    """An imprecise demuxer seek that lands past the requested frame still returns it: decoded from the start."""
+    """An imprecise demuxer seek that lands past the requested keyframe is detected (packets are matched to the scan)
+    and the seek to the start of the stream is used: packets before the keyframe are demuxed, not decoded."""
     decode_after_seek = video_reading._FrameDecoder._decode_after_seek
 
-    def seek_one_group_late(self, run_pts, seek_target):
-        if seek_target != self.index.first_dts:  # a keyframe's pts or dts
-            seek_target = int(self.index.keyframe_pts[np.searchsorted(self.index.keyframe_pts, seek_target) + 1])
-        return decode_after_seek(self, run_pts, seek_target)
+    def seek_one_group_late(self, run, seek_target):
+        if seek_target != self.index.seek_dts[0]:  # a keyframe's pts or dts: go to the keyframe after it
+            keyframe_pts = self.index.seek_pts[self.index.keyframe_packets]
+            seek_target = int(keyframe_pts[np.searchsorted(keyframe_pts, seek_target) + 1])
+        return decode_after_seek(self, run, seek_target)
 
     monkeypatch.setattr(video_reading._FrameDecoder, "_decode_after_seek", seek_one_group_late)
     decoded = read_video(long_video.path, num_frames=2)  # frames 0 and 2250: the seek to 2250 lands at 2375
     check_frames(long_video, decoded, [0, 2250])
-    assert decoded.num_decoded_frames > 2250  # decoded from the start
+    assert decoded.num_decoded_frames == 2  # both are keyframes
 
 
 def test_stream_cut_inside_a_group_of_pictures(video_files):
@@ -227,7 +234,7 @@ def test_stream_cut_inside_a_group_of_pictures(video_files):
     # the seek to its dts.
     num_runs = 3  # frames 25 and 40, 55 and 70, 85
     cost = decode_cost(video.keyframe_indices, np.array([25, 40, 55, 70, 85]))
-    assert cost <= decoded.num_decoded_frames <= cost + num_runs
+    assert 5 <= decoded.num_decoded_frames <= cost + num_runs
     np.testing.assert_array_equal(frame_indices_of(read_video(path).frames), np.arange(25, 100))
     approximate = read_video(path, num_frames=5, approximate=True)
     np.testing.assert_array_equal(frame_indices_of(approximate.frames), [25, 50, 75])
