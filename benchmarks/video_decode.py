@@ -15,7 +15,8 @@ them alike:
   - `torchcodec exact`: `VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0)` (all threads, Transformers'
     setting) `.get_frames_at(indices)`;
   - `decord`: `VideoReader(path, num_threads=0).get_batch(indices)`.
-`x vs torchcodec` is torchcodec's time over the row's. `same frames` compares the RGB pixels with ours (exact).
+`x vs torchcodec` is torchcodec's wall time over the row's; `CPU s` is the CPU time of all the process's threads
+(the work done, less sensitive to a loaded machine than wall time). `same frames` compares RGB pixels with ours.
 Then the peak memory of one 64-frame read (2 s GOP) in a fresh process, against the size of the returned frames.
 
 torchcodec and decord are anchors, never dependencies: install them in a separate, throwaway environment (torchcodec
@@ -90,7 +91,7 @@ def decoders(path: Path) -> tuple[dict, list[str]]:
             return decoder.get_frames_at(indices.tolist()).data.numpy()
 
         functions["torchcodec exact"] = torchcodec_exact
-    except Exception as error:  # ImportError, or OSError from its libraries
+    except (ImportError, OSError, RuntimeError) as error:  # OSError: its libraries need another torch
         skipped.append(f"torchcodec skipped: cannot be imported here ({type(error).__name__}: {str(error)[:120]})")
     try:
         import decord
@@ -99,21 +100,26 @@ def decoders(path: Path) -> tuple[dict, list[str]]:
             return decord.VideoReader(str(path), num_threads=0).get_batch(indices.tolist()).asnumpy()
 
         functions["decord"] = decord_batch
-    except Exception as error:
+    except (ImportError, OSError, RuntimeError) as error:
         skipped.append(f"decord skipped: cannot be imported here ({type(error).__name__}: {str(error)[:120]})")
     return functions, skipped
 
 
-def time_round_robin(functions: dict, arguments: tuple, repeats: int) -> dict:
-    """Runs each function once untimed, then `repeats` timed rounds in turn; name -> (median s, last result)."""
-    results = {name: function(*arguments) for name, function in functions.items()}
-    times = {name: [] for name in functions}
+def time_round_robin(functions: dict, arguments: tuple, repeats: int, warmup: bool) -> dict:
+    """Runs each function once untimed if `warmup`, then `repeats` timed rounds in turn; name -> (median wall s,
+    median CPU s of all the process's threads, last result)."""
+    results = {name: function(*arguments) for name, function in functions.items()} if warmup else {}
+    wall_times, cpu_times = {name: [] for name in functions}, {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
             results[name] = function(*arguments)
-            times[name].append(time.perf_counter() - start)
-    return {name: (statistics.median(times[name]), results[name]) for name in functions}
+            wall_times[name].append(time.perf_counter() - wall_start)
+            cpu_times[name].append(time.process_time() - cpu_start)
+    return {
+        name: (statistics.median(wall_times[name]), statistics.median(cpu_times[name]), results[name])
+        for name in functions
+    }
 
 
 def same_frames(frames: np.ndarray, reference: np.ndarray) -> str:
@@ -125,27 +131,41 @@ def same_frames(frames: np.ndarray, reference: np.ndarray) -> str:
 
 
 def peak_memory(path: Path, decoder: str, num_frames: int) -> dict:
-    """Peak RSS growth of one read in a fresh process (after imports and a 1-frame warm-up), and the output size."""
+    """Peak RSS growth of one read in a fresh process (after imports and a 1-frame warm-up; RSS sampled every 2 ms),
+    and the size of the returned frames."""
     script = f"""
-import json, resource, sys, numpy as np
+import json, os, sys, threading, time
 sys.path[:0] = {sys.path!r}
 path, n = {str(path)!r}, {num_frames}
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * page
+from slowfast_hf.video_reading import read_video
 if {decoder!r} == "read_video":
-    from slowfast_hf.video_reading import read_video
     read = lambda: read_video(path, num_frames=n).frames
     read_video(path, num_frames=1)
 else:
     from torchcodec.decoders import VideoDecoder
-    from slowfast_hf.video_reading import read_video
     indices = read_video(path, num_frames=n).frame_indices.tolist()
     VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0).get_frames_at([0])
-    read = lambda: VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC").get_frames_at(indices).data.numpy()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    read = lambda: VideoDecoder(
+        path, seek_mode="exact", num_ffmpeg_threads=0, dimension_order="NHWC"
+    ).get_frames_at(indices).data.numpy()
+before, peak, done = rss(), [0], threading.Event()
+def sample():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample)
+sampler.start()
 frames = read()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"peak_growth_mib": (after - before) / 1024, "output_mib": frames.nbytes / 2**20}}))
+done.set()
+sampler.join()
+peak[0] = max(peak[0], rss())
+print(json.dumps({{"peak_growth_mib": (peak[0] - before) / 2**20, "output_mib": frames.nbytes / 2**20}}))
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
     if result.returncode:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -180,6 +200,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 256], help="frame counts to sample")
     parser.add_argument("--gops", type=int, nargs="+", default=[2, 10], help="keyframe intervals in seconds")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--warmup", action="store_true", help="one untimed run of each decoder first")
+    parser.add_argument(
+        "--gop10-frames", type=int, nargs="+", help="frame counts for the 10 s GOP (default: --frames)"
+    )
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     warnings.simplefilter("ignore", UserWarning)  # approximate mode: fewer keyframes than frames asked for
@@ -196,19 +220,27 @@ def main() -> None:
         notes.extend(line for line in skipped if line not in notes)
         for line in skipped:
             print(line)
-        header = f"{'frames':>6} | {'method':<18} | {'median s':>8} | {'x vs torchcodec':>15} | same frames as ours"
+        header = (
+            f"{'frames':>6} | {'method':<18} | {'median s':>8} | {'x vs torchcodec':>15} | {'CPU s':>6} | "
+            f"{'CPU x vs tc':>11} | same frames as ours"
+        )
         print(header + "\n" + "-" * len(header))
-        for num_frames in args.frames:
-            indices = read_video(path, num_frames=1 if num_frames == 0 else num_frames).frame_indices
-            timings = time_round_robin(functions, (num_frames, indices), args.repeats)
-            ours = timings["read_video"][1]
-            anchor = timings.get("torchcodec exact", (None,))[0]
-            for method, (seconds, frames) in timings.items():
+        for num_frames in args.gop10_frames if gop == 10 and args.gop10_frames else args.frames:
+            indices = read_video(path, num_frames=num_frames).frame_indices
+            timings = time_round_robin(functions, (num_frames, indices), args.repeats, args.warmup)
+            ours = timings["read_video"][2]
+            anchor, anchor_cpu = timings.get("torchcodec exact", (None, None))[:2]
+            for method, (seconds, cpu_seconds, frames) in timings.items():
                 ratio = f"{anchor / seconds:>14.2f}x" if anchor else f"{'-':>15}"
+                cpu_ratio = f"{anchor_cpu / cpu_seconds:>10.2f}x" if anchor else f"{'-':>11}"
                 agreement = "(reference)" if method == "read_video" else same_frames(frames, ours)
                 if method == "read_video approx.":
                     agreement = f"{len(frames)} keyframes"
-                print(f"{num_frames:>6} | {method:<18} | {seconds:>8.3f} | {ratio} | {agreement}", flush=True)
+                print(
+                    f"{num_frames:>6} | {method:<18} | {seconds:>8.3f} | {ratio} | {cpu_seconds:>6.2f} | {cpu_ratio} | "
+                    f"{agreement}",
+                    flush=True,
+                )
                 rows.append({"gop": gop, "frames": num_frames, "method": method, "seconds": seconds})
             exact, approx = timings["read_video"][0], timings["read_video approx."][0]
             print(f"{'':>6} | approximate is {exact / approx:.1f}x faster than exact")

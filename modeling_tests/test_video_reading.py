@@ -9,13 +9,15 @@ import warnings
 import av
 import numpy as np
 import pytest
-from real_video_fixtures import full_decode, real_videos  # noqa: F401  (a session fixture)
+import real_video_fixtures
+from real_video_fixtures import full_decode
 from video_fixtures import frame_index_of, frame_indices_of, paint_frame_index, write_video
 
 from slowfast_hf import video_reading
 from slowfast_hf.video_reading import DecodedVideo, VideoInfo, probe_video, read_video
 
 # pytest finds fixtures by their names in the test module.
+real_videos = real_video_fixtures.real_videos
 
 CONSTANT_RATE_VIDEOS = ["h264_mp4", "vp9_webm", "mpeg4_mkv"]
 ALL_VIDEOS = [*CONSTANT_RATE_VIDEOS, "vfr_mp4"]
@@ -378,7 +380,10 @@ def test_source_of_wrong_type(source):
         ({"num_frames": 4, "max_frames": 4}, "`max_frames` caps sampling by `fps` and needs it"),
         ({"fps": 2, "max_frames": 0}, "`max_frames` must be an integer >= 1, got 0"),
         ({"num_frames": 4, "approximate": "yes"}, "`approximate` must be True or False, got 'yes'"),
-        ({"approximate": True}, "`approximate=True` needs `num_frames` or `fps` (without them every frame is decoded), got neither"),
+        (
+            {"approximate": True},
+            "`approximate=True` needs `num_frames` or `fps` (without them every frame is decoded), got neither",
+        ),
         ({"max_frames": 4}, "got max_frames=4 with fps=None"),
         ({"num_frames": 4, "apply_rotation": 1}, "`apply_rotation` must be True or False, got 1"),
     ],
@@ -553,6 +558,8 @@ def test_a_rate_too_low_for_one_interval_returns_the_first_frame(video_files):
 
 
 def test_approximate_mode_with_one_keyframe_warns(real_videos):
-    with pytest.warns(UserWarning, match=r"`approximate=True` returns 1 frame\(s\) .* where exact sampling returns 64"):
+    with pytest.warns(
+        UserWarning, match=r"`approximate=True` returns 1 frame\(s\) .* where exact sampling returns 64"
+    ):
         decoded = read_video(real_videos.carphone, num_frames=64, approximate=True)
     np.testing.assert_array_equal(decoded.frame_indices, [0])

@@ -141,7 +141,7 @@ class _StreamIndex:
 
     packet_keys: list  # (P,) what identifies each packet after a seek, from `_packet_key`
     keys_by_content: bool  # whether `packet_keys` are checksums
-    has_open_gops: bool  # whether a keyframe after the first has leading pictures (frames shown before it, decoded after)
+    has_open_gops: bool  # whether a keyframe after the first has leading pictures (shown before it, decoded after)
     packet_pts: np.ndarray  # (P,) int64: presentation time of each packet's frame, in ticks (discontinuities removed)
     seek_pts: np.ndarray  # (P,) int64: presentation timestamps as the demuxer gives them, for seeking
     seek_dts: np.ndarray  # (P,) int64: decoding timestamps as the demuxer gives them, for seeking
@@ -392,7 +392,9 @@ def _readable_source(source: VideoSource) -> VideoSource:
         if not (hasattr(source, "seekable") and source.seekable()):
             raise ValueError(f"`source` must be seekable; read the unseekable {_describe(source)} into bytes first.")
         return source
-    raise TypeError(f"`source` must be a path, bytes or a binary file object, got {type(source).__name__}: {source!r}.")
+    raise TypeError(
+        f"`source` must be a path, bytes or a binary file object, got {type(source).__name__}: {source!r}."
+    )
 
 
 def _source_size(source: VideoSource) -> int:
@@ -667,7 +669,7 @@ class _FrameDecoder:
         # Frame threading decodes up to `thread_count - 1` frames ahead and refills its pipeline after every seek:
         # worth it for one long run, not for the short runs of a sampled read (those run on several threads instead).
         self.codec.thread_type = "AUTO" if threads > 1 else "SLICE"
-        self.codec.thread_count = threads if threads > 1 else 1
+        self.codec.thread_count = max(1, threads)
         self.can_skip_non_reference = self.codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
         # One converter for all frames: `VideoFrame.to_ndarray(format=...)` sets up a new one per frame.
         self.reformatter = VideoReformatter()
