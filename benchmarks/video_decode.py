@@ -177,6 +177,7 @@ def plot(rows: list[dict], path: Path) -> str:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return "plot skipped: matplotlib is not installed"
     gops = sorted({row["gop"] for row in rows})
@@ -187,7 +188,9 @@ def plot(rows: list[dict], path: Path) -> str:
             axis.plot(*zip(*points), marker="o", label=method)
         axis.set(xscale="log", yscale="log", xlabel="frames sampled", ylabel="seconds (median)",
                  title=f"10 min 1280x720 H.264, keyframe every {gop} s")  # fmt: skip
-        axis.set_xticks(sorted({row["frames"] for row in rows}), labels=sorted({row["frames"] for row in rows}))
+        counts = sorted({row["frames"] for row in rows if row["gop"] == gop})
+        axis.set_xticks(counts, labels=counts)
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     figure.tight_layout()
