@@ -38,7 +38,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM, SiglipVisionConfig
 from transformers.cache_utils import DynamicCache
 
 from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration, SlowFastTokenBuilder, SlowFastVisualFeatures
-from slowfast_hf.hybrid_attention import project_slow_tokens
+from slowfast_hf.hybrid_attention import decoder_layers, project_slow_tokens
+from slowfast_hf.slow_key_values import store_slow_key_values
 from slowfast_hf.transformers_compat import CACHE_KWARG
 
 GRID = 18  # per-frame feature grid: 9x9 = 81 slow tokens per frame
@@ -191,7 +192,7 @@ def decode_row(setting: Setting, model, text_model, num_frames: int) -> dict:
     features = random_features(model, num_frames)
     input_ids = prompt_ids(model, features.fast_tokens[0].shape[0])
     output = model(input_ids=input_ids, video_features=features, use_cache=True, logits_to_keep=1)
-    cache, slow_key_values = getattr(output, CACHE_KWARG), output.slow_key_values
+    cache = getattr(output, CACHE_KWARG)  # it holds the slow K/V too
     token = output.logits[:, -1:].argmax(-1)
     slow_tokens = features.slow_tokens[0][None]  # (1, N, D)
     slow_token_mask = torch.ones(slow_tokens.shape[:2], dtype=torch.bool)
@@ -199,11 +200,12 @@ def decode_row(setting: Setting, model, text_model, num_frames: int) -> dict:
     text_model(input_ids=torch.randint(1, 100, input_ids.shape), logits_to_keep=1, **{CACHE_KWARG: text_cache})
 
     def cached_step():
-        model(input_ids=token, cache=cache, slow_key_values=slow_key_values, logits_to_keep=1)
+        model(input_ids=token, cache=cache, logits_to_keep=1)
 
     def reprojecting_step():
         reprojected = project_slow_tokens(model.model.language_model, slow_tokens, slow_token_mask)
-        model(input_ids=token, cache=cache, slow_key_values=reprojected, logits_to_keep=1)
+        store_slow_key_values(cache, reprojected, len(decoder_layers(model.model.language_model)))
+        model(input_ids=token, cache=cache, logits_to_keep=1)
 
     def text_step():
         text_model(input_ids=token, logits_to_keep=1, **{CACHE_KWARG: text_cache})

@@ -153,7 +153,7 @@ def test_batched_beam_search_with_cache_equals_recomputing_without_cache():
 
 
 def decode_step_flops(model, prompt: list[int], video: torch.Tensor):
-    """FLOPs per module of the prefill and of one decoding step, the step fed the cache and `slow_key_values`."""
+    """FLOPs per module of the prefill and of one decoding step, the step fed the cache (which holds the slow K/V)."""
     with torch.no_grad(), FlopCounterMode(display=False) as prefill:
         output = model(input_ids=torch.tensor([prompt]), pixel_values_videos=video, use_cache=True)
     next_token = output.logits[:, -1:].argmax(-1)
@@ -161,7 +161,6 @@ def decode_step_flops(model, prompt: list[int], video: torch.Tensor):
         model(
             input_ids=next_token,
             cache=getattr(output, CACHE_KWARG),
-            slow_key_values=output.slow_key_values,
             use_cache=True,
         )
     return prefill, step

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from transformers.utils import is_torchvision_available, is_vision_available
 
 from .configuration_slowfast import SlowFastConfig
-from .hybrid_attention import SlowFastCrossAttention, SlowKeyValues, add_hybrid_layers
+from .hybrid_attention import SlowFastCrossAttention, add_hybrid_layers
 from .modeling_slowfast import (
     SlowFastForConditionalGeneration,
     SlowFastModel,
@@ -21,6 +21,7 @@ from .modeling_slowfast import (
     SlowFastVisualFeatures,
 )
 from .processing_slowfast import SlowFastProcessor
+from .slow_key_values import SlowKeyValues, SlowKeyValuesLayer
 from .token_builder import SlowFastTokenBuilder
 from .video_processing_slowfast import SlowFastVideoProcessor
 from .video_reading import DecodedVideo, VideoInfo, probe_video, read_video
@@ -54,5 +55,6 @@ __all__ = [
     "SlowFastTokenBuilder",
     "SlowFastVisualFeatures",
     "SlowKeyValues",
+    "SlowKeyValuesLayer",
     "add_hybrid_layers",
 ]

@@ -6,12 +6,14 @@ A hybrid layer keeps every parameter of the base layer and gains one submodule, 
 ([`SlowFastCrossAttention`]). The cross term is added through the `AttentionInterface` seam: the decoder's attention
 implementation is switched to a registered wrapper (`"slowfast_sdpa"` for `"sdpa"`, and so on) that runs the base
 implementation unchanged and, in hybrid layers, adds the gated cross-attention to its output before `o_proj`. The
-slow keys/values reach it through the `**kwargs` that Transformers forwards from the model to every attention call.
+slow keys/values live in the decoder cache (`slow_key_values.py`) and reach it, with the positions that receive the
+cross term, through the `**kwargs` that Transformers forwards from the model to every attention call.
 """
 
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,10 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import is_torchdynamo_compiling
 
 from .configuration_slowfast import GATE_KINDS
+from .slow_key_values import SlowKeyValues
 
 ATTENTION_PREFIX = "slowfast_"
 WRAPPED_IMPLEMENTATIONS = (
@@ -86,50 +90,58 @@ class SlowFastCrossAttention(nn.Module):
         slow_key: torch.Tensor,
         slow_value: torch.Tensor,
         key_mask: torch.Tensor,
-        query_index: torch.Tensor,
-        query_valid: torch.Tensor,
+        query_mask: torch.Tensor,
         scaling: float,
+        query_positions: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """
-        Only the positions that receive the cross term are computed: they are gathered, attend the slow tokens and
-        are added back, so the cost follows the number of text tokens, not the sequence length.
+        With `query_positions`, only the positions that receive the cross term are computed: they are gathered,
+        attend the slow tokens and are added back, so the cost follows the number of text tokens, not the sequence
+        length (prefill). Without, every position is computed and masked: no shape depends on the data (decoding,
+        `torch.compile`).
 
         Args:
             query: (B, H, L, d) post-rotary self-attention queries.
             attn_output: (B, L, H, d) self-attention output, before `o_proj`.
-            slow_key, slow_value: (B, Hkv, N, d).
-            key_mask: (B, N) bool, True for real slow tokens; every row has at least one True.
-            query_index: (B, Lq) positions that receive the cross term, first `query_valid.sum(1)` of each row.
-            query_valid: (B, Lq) bool, False for a row's padding entries.
+            slow_key, slow_value: (S, Hkv, N, d), S = B, or S = 1: one video's slow tokens shared by every row.
+            key_mask: (S, N) bool, True for the slow tokens to attend; every row has at least one True.
+            query_mask: (B, L) bool, the positions that receive the cross term.
+            query_positions: `query_index` (B, Lq), the positions that receive the cross term, first
+                `query_valid.sum(1)` of each row, and `query_valid` (B, Lq) bool, False for a row's padding entries.
         Returns:
             (B, L, H, d): `attn_output + gate * cross` at the query positions, `attn_output` elsewhere.
         """
-        num_heads, head_dim, num_key_value_heads = query.shape[1], query.shape[3], slow_key.shape[1]
-        selected_query = query.gather(2, query_index[:, None, :, None].expand(-1, num_heads, -1, head_dim))
-        # Grouped-query attention with each KV head's query heads folded into the query axis (the queries are
-        # independent: no causal mask), so that SDPA reads every slow key/value once per KV head rather than once per
-        # query head: up to 2x faster when decoding, where reading the slow keys/values is the cost.
+        batch_size, num_heads, _, head_dim = query.shape
+        num_slow_rows, num_key_value_heads = slow_key.shape[:2]
+        if num_slow_rows not in (1, batch_size):
+            raise ValueError(
+                f"The slow keys/values have {num_slow_rows} rows for a batch of {batch_size}: expected one per row, "
+                "or one shared by every row."
+            )
+        if query_positions is None:
+            selected_query, selected_output, gate_mask = query, attn_output, query_mask
+        else:
+            query_index, gate_mask = query_positions
+            selected_query = query.gather(2, query_index[:, None, :, None].expand(-1, num_heads, -1, head_dim))
+            output_index = query_index[:, :, None, None].expand(-1, -1, num_heads, head_dim)
+            selected_output = attn_output.gather(1, output_index)  # (B, Lq, H, d)
+        num_queries = selected_query.shape[2]
+        # Grouped-query attention with each KV head's query heads (and, for shared slow tokens, every row) folded
+        # into the query axis (the queries are independent: no causal mask), so that SDPA reads every slow key/value
+        # once per KV head rather than once per query head: up to 2x faster when decoding, where reading the slow
+        # keys/values is the cost.
         cross = F.scaled_dot_product_attention(
-            rearrange(selected_query, "b (h g) q d -> b h (g q) d", h=num_key_value_heads),
+            rearrange(selected_query, "(s b) (h g) q d -> s h (b g q) d", s=num_slow_rows, h=num_key_value_heads),
             slow_key.to(query.dtype),
             slow_value.to(query.dtype),
             attn_mask=key_mask[:, None, None, :],
             scale=scaling,
-        )  # (B, Hkv, G·Lq, d)
-        cross = rearrange(cross, "b h (g q) d -> b q (h g) d", q=selected_query.shape[2])  # (B, Lq, H, d)
-        output_index = query_index[:, :, None, None].expand(-1, -1, num_heads, head_dim)
-        selected_output = attn_output.gather(1, output_index)  # (B, Lq, H, d)
-        gated = self.gate(selected_output) * cross * query_valid[:, :, None, None]
-        return attn_output.scatter_add(1, output_index, gated.to(attn_output.dtype))
-
-
-@dataclass
-class SlowKeyValues:
-    """The slow tokens' keys/values of every hybrid layer, projected once per prompt and reused while decoding."""
-
-    key_values: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer_idx -> key, value, each (B, Hkv, N, d)
-    key_mask: torch.Tensor  # (B, N) bool, True for real slow tokens (rows without any are all False)
-    has_slow_tokens: torch.Tensor  # (B,) bool
+        )  # (S, Hkv, B/S·G·Lq, d)
+        cross = rearrange(cross, "s h (b g q) d -> (s b) q (h g) d", b=batch_size // num_slow_rows, q=num_queries)
+        gated = (self.gate(selected_output) * cross * gate_mask[:, :, None, None]).to(attn_output.dtype)
+        if query_positions is None:
+            return attn_output + gated
+        return attn_output.scatter_add(1, output_index, gated)
 
 
 @dataclass
@@ -140,18 +152,20 @@ class SlowFastAttentionContext:
     query_mask: torch.Tensor  # (B, L) bool, positions of this forward pass that receive the cross term
     layers_reached: set[int] = field(default_factory=set)  # hybrid layers whose attention received this context
 
-    def __post_init__(self):
-        # A row with no slow token attends its first (zero) slot so softmax stays finite; it has no query position,
-        # so the result is never used.
-        slow = self.slow_key_values
-        first_slot = torch.arange(slow.key_mask.shape[1], device=slow.key_mask.device) == 0
-        self.attention_key_mask = slow.key_mask | (~slow.has_slow_tokens[:, None] & first_slot)
-        # The query positions of each row first, in order: (B, Lq) with Lq the largest count in the batch.
+    @cached_property
+    def query_positions(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """
+        The positions that receive the cross term, gathered when that saves work (several positions per row: a
+        prefill); None (every position computed and masked) for one position per row (a decoding step).
+        """
+        if self.query_mask.shape[1] == 1:
+            return None
         counts = self.query_mask.sum(dim=1)
-        self.num_queries = int(counts.max()) if self.query_mask.numel() else 0
+        num_queries = int(counts.max()) if self.query_mask.numel() else 0
+        # each row's query positions first, in order: (B, Lq) with Lq the largest count in the batch
         order = torch.argsort((~self.query_mask).to(torch.int8), dim=1, stable=True)
-        self.query_index = order[:, : self.num_queries]
-        self.query_valid = torch.arange(self.num_queries, device=counts.device)[None, :] < counts[:, None]
+        query_valid = torch.arange(num_queries, device=counts.device)[None, :] < counts[:, None]
+        return order[:, :num_queries], query_valid
 
 
 def _base_attention_function(module: nn.Module, implementation: str):
@@ -172,19 +186,23 @@ def _make_hybrid_attention(implementation: str):
         cross_attn = getattr(module, "cross_attn", None)
         if cross_attn is None or context is None:
             return attn_output, attn_weights
-        context.layers_reached.add(module.layer_idx)
-        if context.num_queries == 0:
+        # under `torch.compile` every position is computed and masked: no shape depends on the data
+        query_positions = None if is_torchdynamo_compiling() else context.query_positions
+        if not is_torchdynamo_compiling():
+            context.layers_reached.add(module.layer_idx)
+        if query_positions is not None and query_positions[0].shape[1] == 0:
             return attn_output, attn_weights
-        slow_key, slow_value = context.slow_key_values.key_values[module.layer_idx]
+        slow_key_values = context.slow_key_values
+        slow_key, slow_value = slow_key_values.key_values[module.layer_idx]
         attn_output = cross_attn(
             query,
             attn_output,
             slow_key,
             slow_value,
-            key_mask=context.attention_key_mask.to(query.device),
-            query_index=context.query_index.to(query.device),
-            query_valid=context.query_valid.to(query.device),
+            key_mask=slow_key_values.attention_key_mask.to(query.device),
+            query_mask=context.query_mask.to(query.device),
             scaling=module.scaling,
+            query_positions=None if query_positions is None else tuple(t.to(query.device) for t in query_positions),
         )
         return attn_output, attn_weights
 

@@ -1,28 +1,27 @@
 # Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
 """Slow-fast video language model: vision encoder -> projector -> slow/fast tokens -> decoder with hybrid layers."""
 
-from dataclasses import dataclass
-
 import torch
 from einops import rearrange
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import is_torchdynamo_compiling
 
 from .configuration_slowfast import SlowFastConfig
 from .hybrid_attention import (
     SLOW_FAST_CONTEXT_KWARG,
     SlowFastAttentionContext,
-    SlowKeyValues,
     add_hybrid_layers,
     decoder_layers,
     hybrid_attention_implementation,
     init_cross_attention,
     project_slow_tokens,
 )
+from .slow_key_values import SlowKeyValues, cached_slow_key_values, store_slow_key_values
 from .token_builder import SlowFastTokenBuilder
 from .transformers_compat import CACHE_KWARG, resolve_cache_argument
 from .visual_inputs import (
@@ -32,26 +31,6 @@ from .visual_inputs import (
     place_fast_tokens,
     repeat_per_sample,
 )
-
-
-@dataclass
-class SlowFastModelOutputWithPast(BaseModelOutputWithPast):
-    """
-    slow_key_values (`SlowKeyValues`, *optional*): the slow tokens' keys/values of every hybrid layer, reused by
-    later decoding steps.
-    """
-
-    slow_key_values: SlowKeyValues | None = None
-
-
-@dataclass
-class SlowFastCausalLMOutputWithPast(CausalLMOutputWithPast):
-    """
-    slow_key_values (`SlowKeyValues`, *optional*): the slow tokens' keys/values of every hybrid layer, reused by
-    later decoding steps.
-    """
-
-    slow_key_values: SlowKeyValues | None = None
 
 
 def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
@@ -266,19 +245,18 @@ class SlowFastModel(SlowFastPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
-        slow_key_values: SlowKeyValues | None = None,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> SlowFastModelOutputWithPast:
+    ) -> BaseModelOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_images, C, H, W)`, *optional*): still images.
         pixel_values_videos (`torch.FloatTensor`, *optional*): videos, see [`SlowFastModel.get_video_features`].
         video_num_frames (`torch.Tensor` or `list[int]`, *optional*): frames per video.
         image_features / video_features (`SlowFastVisualFeatures`, *optional*): precomputed instead of pixels.
-        slow_key_values (`SlowKeyValues`, *optional*): the slow keys/values of an earlier forward pass of the same
-            prompt (generation passes them to every decoding step).
         cache / past_key_values (`Cache`, *optional*): the decoder cache, under Transformers' name for it
-            (`past_key_values` before Transformers 5.24); either name is accepted.
+            (`past_key_values` before Transformers 5.24); either name is accepted. It also carries the slow tokens'
+            keys/values, projected once when the video is read: a cache that holds a video's prefix answers later
+            text (decoding steps, a question, the next chat turn) without pixels or features.
         """
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
@@ -299,7 +277,12 @@ class SlowFastModel(SlowFastPreTrainedModel):
         if pixel_values_videos is not None:
             video_features = self.get_video_features(pixel_values_videos, video_num_frames)
 
-        is_prefill = cache is None or cache.get_seq_length() == 0
+        if cache is None and (use_cache if use_cache is not None else self.language_model.config.use_cache):
+            cache = DynamicCache(config=self.language_model.config)  # what the decoder would create, made here to hold
+            # the slow keys/values too
+        # placeholders without their images or videos are an error in a prefill (checked eagerly only: the check
+        # reads the data)
+        is_prefill = not is_torchdynamo_compiling() and (cache is None or cache.get_seq_length() == 0)
         items = []  # (sample, first position, slow tokens) of every image and video
         for kind, features, mask in (("image", image_features, image_mask), ("video", video_features, video_mask)):
             if features is None:
@@ -311,17 +294,21 @@ class SlowFastModel(SlowFastPreTrainedModel):
             inputs_embeds, placed = place_fast_tokens(inputs_embeds, mask, features, kind)
             items += placed
 
+        slow_key_values = cached_slow_key_values(cache)
         if items:
             if slow_key_values is not None:
                 raise ValueError(
-                    "Pass `slow_key_values` only for later steps of a prompt, not with new images or videos."
+                    "The cache already holds the slow tokens of earlier images or videos; new ones cannot be added to "
+                    "it (every earlier text position would have to attend them too). Start from a cache without them."
                 )
             slow_tokens, slow_token_mask = gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
             slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
+            if cache is not None:
+                store_slow_key_values(cache, slow_key_values, len(decoder_layers(self.language_model)))
 
         context = None
         if slow_key_values is not None:
-            query_mask = self._query_mask(image_mask | video_mask, attention_mask, slow_key_values, is_prefill)
+            query_mask = self._query_mask(image_mask | video_mask, attention_mask, slow_key_values, bool(items))
             context = kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(slow_key_values, query_mask)
 
         outputs = self.language_model(
@@ -332,27 +319,35 @@ class SlowFastModel(SlowFastPreTrainedModel):
             **{CACHE_KWARG: cache},
             **kwargs,
         )
-        if context is not None and (missing := set(slow_key_values.key_values) - context.layers_reached):
+        if (
+            context is not None
+            and not is_torchdynamo_compiling()
+            and (missing := set(slow_key_values.key_values) - context.layers_reached)
+        ):
             raise ValueError(
                 f"Hybrid layers {sorted(missing)} never received the slow tokens: "
                 f"{type(self.language_model).__name__}'s decoder layers do not pass `**kwargs` on to their attention, "
                 "so this decoder family cannot carry hybrid layers."
             )
-        return SlowFastModelOutputWithPast(
+        return BaseModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            slow_key_values=slow_key_values,
             **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
-    def _query_mask(self, visual_mask, attention_mask, slow_key_values: SlowKeyValues, is_prefill: bool):
-        """(B, L) positions that receive the cross term: text (not placeholders, not padding) of samples with video."""
+    def _query_mask(self, visual_mask, attention_mask, slow_key_values: SlowKeyValues, visuals_are_new: bool):
+        """
+        (B, L) positions of this forward pass that receive the cross term: text (not placeholders, not padding) of
+        samples with slow tokens. `visuals_are_new`: the images/videos are in this pass, not in the cached prefix.
+        """
         query_mask = ~visual_mask & slow_key_values.has_slow_tokens.to(visual_mask.device)[:, None]
-        if attention_mask is not None and attention_mask.ndim == 2:
+        if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
             query_mask &= attention_mask[:, -visual_mask.shape[1] :].bool().to(visual_mask.device)
-        if self.config.cross_attn_query_positions == "text_after_first_visual" and is_prefill:
-            query_mask &= visual_mask.cumsum(dim=1) > 0
+        # (a 4D mask or a dict of them, as `generate` builds for a static cache, says nothing about padded queries:
+        # they then receive a cross term too, which no real position ever reads)
+        if self.config.cross_attn_query_positions == "text_after_first_visual" and visuals_are_new:
+            query_mask &= visual_mask.cumsum(dim=1) > 0  # cached visuals are all before this pass
         return query_mask
 
 
@@ -395,11 +390,10 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
-        slow_key_values: SlowKeyValues | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
         **kwargs,
-    ) -> SlowFastCausalLMOutputWithPast:
+    ) -> CausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Next-token targets; `-100` marks positions without a loss (placeholders, prompts, padding).
@@ -417,7 +411,6 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
-            slow_key_values=slow_key_values,
             past_key_values=past_key_values,
             **kwargs,
         )
@@ -428,18 +421,17 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return SlowFastCausalLMOutputWithPast(
+        return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            slow_key_values=outputs.slow_key_values,
             **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
         if not is_first_iteration and kwargs.get("use_cache", True):
-            # the prompt's images and videos live on as `slow_key_values` and in the cache
+            # the prompt's images and videos live on in the cache (fast tokens' keys/values, slow keys/values)
             for key in ("video_num_frames", "image_features", "video_features"):
                 kwargs.pop(key, None)
         return super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
@@ -461,12 +453,6 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                     mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
                     model_kwargs[f"{kind}_features"] = repeat_per_sample(features, mask, expand_size, kind)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
-
-    def _update_model_kwargs_for_generation(self, outputs, model_kwargs, *args, **kwargs):
-        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        if outputs.slow_key_values is not None and model_kwargs.get("use_cache", True):
-            model_kwargs["slow_key_values"] = outputs.slow_key_values
-        return model_kwargs
 
     @classmethod
     def from_vision_text_pretrained(
