@@ -30,6 +30,7 @@ CODE_FILES = (
     "hybrid_attention.py",
     "token_builder.py",
     "visual_inputs.py",
+    "slow_key_values.py",
     "processing_slowfast.py",
     "video_processing_slowfast.py",
     "video_reading.py",

@@ -114,9 +114,7 @@ def test_continuing_a_generation_from_its_cache_keeps_the_cross_term(hybrid_mode
         **{CACHE_KWARG: getattr(first, CACHE_KWARG)},
     )
     assert rest.sequences.tolist() == at_once.sequences.tolist()
-    torch.testing.assert_close(
-        torch.stack(first.logits + rest.logits), torch.stack(at_once.logits), atol=1e-5, rtol=0
-    )
+    torch.testing.assert_close(torch.stack(first.logits + rest.logits), torch.stack(at_once.logits), atol=1e-5, rtol=0)
 
 
 def test_multi_turn_chat_equals_one_long_prompt(hybrid_model, video):
@@ -131,11 +129,10 @@ def test_multi_turn_chat_equals_one_long_prompt(hybrid_model, video):
 
 def test_a_cache_with_a_video_refuses_another_video(hybrid_model, video):
     cache = prefix_cache(hybrid_model, video)
-    with pytest.raises(ValueError, match="already holds the slow tokens"):
-        with torch.no_grad():
-            hybrid_model(
-                input_ids=torch.tensor([prefix_ids(hybrid_model)]), pixel_values_videos=video, **{CACHE_KWARG: cache}
-            )
+    with pytest.raises(ValueError, match="already holds the slow tokens"), torch.no_grad():
+        hybrid_model(
+            input_ids=torch.tensor([prefix_ids(hybrid_model)]), pixel_values_videos=video, **{CACHE_KWARG: cache}
+        )
 
 
 @pytest.mark.parametrize("decoding", [dict(), dict(num_beams=2)])
@@ -170,7 +167,9 @@ def test_answer_questions_equals_generate_per_question(tiny_tokenizer):
     answers = answer_questions(model, processor, clip, questions, max_new_tokens=6, pad_token_id=PAD_ID)
     assert len(answers) == 3
     for question, answer in zip(questions, answers):
-        messages = [{"role": "user", "content": [{"type": "video", "video": clip}, {"type": "text", "text": question}]}]
+        messages = [
+            {"role": "user", "content": [{"type": "video", "video": clip}, {"type": "text", "text": question}]}
+        ]
         batch = processor.apply_chat_template(
             messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
         )
@@ -178,3 +177,18 @@ def test_answer_questions_equals_generate_per_question(tiny_tokenizer):
             output = model.generate(**batch, max_new_tokens=6, do_sample=False, pad_token_id=PAD_ID)
         expected = tiny_tokenizer.decode(output[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         assert answer == expected
+
+
+def test_prefix_reuse_with_cross_attention_only_after_the_first_visual_token(video):
+    """The released variant that keeps the cross term from the text before the video (the system prompt): the
+    cached prefix applied it; a reused prefix's questions all come after the video."""
+    model = activate_hybrid_layers(tiny_slowfast_model(seed=3, cross_attn_query_positions="text_after_first_visual"))
+    prompt = prefix_ids(model) + QUESTIONS[1]
+    expected = generate(model, prompt, pixel_values_videos=video, output_logits=True)
+    reused = generate(model, prompt, output_logits=True, **{CACHE_KWARG: copy.deepcopy(prefix_cache(model, video))})
+    assert reused.sequences.tolist() == expected.sequences.tolist()
+    torch.testing.assert_close(torch.stack(reused.logits), torch.stack(expected.logits), atol=1e-5, rtol=0)
+    default = activate_hybrid_layers(tiny_slowfast_model(seed=3))  # same weights, every text position
+    assert (
+        generate(default, prompt, pixel_values_videos=video, output_logits=True).logits[0] - expected.logits[0]
+    ).abs().max() > 1e-4

@@ -77,7 +77,7 @@ def test_compiled_static_cache_decoding_compiles_once_and_equals_eager():
     counters.clear()
     compiled = torch.compile(model.forward, fullgraph=True)
     with contextlib.ExitStack() as stack:
-        forbid_recompiles = lambda: stack.enter_context(torch._dynamo.config.patch(error_on_recompile=True))  # noqa: E731
+        forbid_recompiles = lambda: stack.enter_context(torch._dynamo.config.patch(error_on_recompile=True))
         tokens = decode(model, compiled, prompt, video, DECODE_STEPS, after_first_step=forbid_recompiles)
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]

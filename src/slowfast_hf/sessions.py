@@ -62,7 +62,9 @@ def generate_with_shared_prefix(model, prefix_inputs: dict, continuations: list[
             or any(isinstance(t, bool) or not isinstance(t, int) for t in tokens)
         ):
             raise ValueError(f"`continuations[{index}]` must be a non-empty list of token ids, got {tokens!r}.")
-    if passed := [key for key in VISUAL_INPUTS + ("input_ids", "attention_mask", CACHE_KWARG) if key in generate_kwargs]:
+    if passed := [
+        key for key in VISUAL_INPUTS + ("input_ids", "attention_mask", CACHE_KWARG) if key in generate_kwargs
+    ]:
         raise ValueError(f"Pass {passed} in `prefix_inputs` (visual inputs) or not at all, not to `generate`.")
 
     text_config = model.config.get_text_config(decoder=True)
@@ -84,9 +86,7 @@ def generate_with_shared_prefix(model, prefix_inputs: dict, continuations: list[
 
     cache.batch_repeat_interleave(batch_size * _decoding_expansion(model, generate_kwargs))
     generate_kwargs = {"pad_token_id": pad_token_id, **generate_kwargs}
-    output = model.generate(
-        input_ids=batch_ids, attention_mask=batch_mask, **{CACHE_KWARG: cache}, **generate_kwargs
-    )
+    output = model.generate(input_ids=batch_ids, attention_mask=batch_mask, **{CACHE_KWARG: cache}, **generate_kwargs)
     sequences = output if torch.is_tensor(output) else output.sequences
     return sequences[:, batch_ids.shape[1] :]
 
