@@ -278,8 +278,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
             video_features = self.get_video_features(pixel_values_videos, video_num_frames)
 
         if cache is None and (use_cache if use_cache is not None else self.language_model.config.use_cache):
-            cache = DynamicCache(config=self.language_model.config)  # what the decoder would create, made here to hold
-            # the slow keys/values too
+            # the cache the decoder would create, made here so that it holds the slow keys/values too
+            cache = DynamicCache(config=self.language_model.config)
         # placeholders without their images or videos are an error in a prefill (checked eagerly only: the check
         # reads the data)
         is_prefill = not is_torchdynamo_compiling() and (cache is None or cache.get_seq_length() == 0)
