@@ -112,8 +112,7 @@ def test_forward_and_generate_raise_no_deprecation(caplog):
             output = model(input_ids=input_ids, pixel_values_videos=pixel_values_videos, use_cache=True)
             step = model(
                 input_ids=output.logits[:, -1:].argmax(-1),
-                slow_key_values=output.slow_key_values,
-                **{CACHE_KWARG: getattr(output, CACHE_KWARG)},
+                **{CACHE_KWARG: getattr(output, CACHE_KWARG)},  # it holds the slow keys/values too
             )
             model.generate(
                 input_ids=input_ids, pixel_values_videos=pixel_values_videos, max_new_tokens=4, do_sample=False
