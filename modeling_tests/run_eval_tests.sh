@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The lmms-eval tests (modeling_tests/test_lmms_eval.py) in their own environment, .venv-eval: the package with its
-# test extra (CPU torch), lmms-eval installed without its dependencies, and only the pinned packages its command
-# needs (modeling_tests/lmms_eval_requirements.txt). No torchvision: it cannot load beside the CPU torch wheel, and
-# Transformers would then see a broken torchvision. The default environment (.venv) never gets lmms-eval.
+# test and eval extras (CPU torch; the eval extra is what lmms-eval's command needs, pinned by
+# modeling_tests/lmms_eval_constraints.txt), and lmms-eval installed without its own dependencies, which cannot be met
+# beside this package (av<16) and pull torchvision: that cannot load beside the CPU torch wheel, and Transformers
+# would then see a broken torchvision. pip lists lmms-eval's missing requirements after installing it: expected.
+# The default environment (.venv) never gets lmms-eval.
 # Extra arguments go to pytest. Used by `make test-eval`.
 set -euo pipefail
 
@@ -11,13 +13,12 @@ PYTHON="${PYTHON:-python3}"
 VENV=.venv-eval
 LMMS_EVAL_VERSION=0.7.3
 STAMP="$VENV/.installed-lmms-eval-$LMMS_EVAL_VERSION"
-REQUIREMENTS=modeling_tests/lmms_eval_requirements.txt
+CONSTRAINTS=modeling_tests/lmms_eval_constraints.txt
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ constraints-cpu.txt -nt "$STAMP" ] || [ "$REQUIREMENTS" -nt "$STAMP" ]; then
-    "$VENV/bin/pip" install -q -c constraints-cpu.txt -e ".[test]"
+if [ ! -f "$STAMP" ] || [ setup.cfg -nt "$STAMP" ] || [ constraints-cpu.txt -nt "$STAMP" ] || [ "$CONSTRAINTS" -nt "$STAMP" ]; then
+    "$VENV/bin/pip" install -q -c constraints-cpu.txt -c "$CONSTRAINTS" -e ".[test,eval]"
     "$VENV/bin/pip" install -q --no-deps "lmms-eval==$LMMS_EVAL_VERSION"
-    "$VENV/bin/pip" install -q -c constraints-cpu.txt -r "$REQUIREMENTS"
     touch "$STAMP"
 fi
 

@@ -3,7 +3,8 @@
 Evaluation with lmms-eval: the `slowfast_hf` model of the stock `lmms_eval` command.
 
 The package declares the entry point `slowfast_hf = slowfast_hf.evaluation:model_manifest` in lmms-eval's model group
-`lmms_eval.models`, so with `pip install "slowfast_hf[eval]"`
+`lmms_eval.models`, so after `pip install "slowfast_hf[eval]"` and `pip install --no-deps "lmms-eval>=0.7.3,<0.8"`
+(lmms-eval's own requirements pin `av<16` and pull torchvision)
 
     python -m lmms_eval --model slowfast_hf --model_args pretrained=PATH --tasks videomme --batch_size 4
 
