@@ -4,6 +4,7 @@
 #   make test       run the test suite (offline); extra pytest args via PYTEST_ARGS="..."
 #   make demo       run the end-to-end demo on built-in data (offline)
 #   make benchmark  run every benchmarks/*.py script in turn (files starting with _ are helpers, skipped)
+#   make test-eval  build the isolated lmms-eval environment (.venv-eval) and run the lmms-eval tests in it
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ CONSTRAINTS := constraints-cpu.txt
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test demo benchmark clean
+.PHONY: install test test-eval demo benchmark clean
 
 install: $(STAMP)
 
@@ -30,6 +31,10 @@ test: install
 	@rc=0; HF_HUB_OFFLINE=1 $(VENV_PY) -m pytest modeling_tests -q $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "ERROR: pytest collected no tests (exit code 5)." >&2; fi; \
 	exit $$rc
+
+# lmms-eval pulls torchvision, which cannot load beside the CPU torch wheel: it gets its own environment.
+test-eval:
+	bash modeling_tests/run_eval_tests.sh $(PYTEST_ARGS)
 
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV_PY) examples/demo.py
