@@ -138,6 +138,9 @@ def test_model_card_describes_the_model(base_parts):
     assert "| Fast tokens | 8 per video: every 1 frame(s) kept, averaged over 4, pooled 1x1" in text
     assert TRAINING_DATA in text
     assert 'AutoModelForImageTextToText.from_pretrained("tiny-org/slowfast-tiny", trust_remote_code=True)' in text
+    # what remote-code users install, and how to install the package, which is on no index
+    assert 'pip install "transformers>=5" torch einops av' in text and "not on PyPI" in text
+    assert "pip install slowfast_hf" not in text
     assert "## License\n\n`apache-2.0`" in text
 
 

@@ -34,7 +34,7 @@ import torch
 from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
 from .configuration_slowfast import GATE_KINDS, QUERY_POSITIONS, SlowFastConfig
-from .convert_official import add_placeholder_tokens, atomic_output_dir, check_output_dir
+from .convert_official import add_placeholder_tokens, atomic_output_dir, check_output_dir, run_command_line
 from .hybrid_attention import decoder_layers, init_cross_attention
 from .modeling_slowfast import SlowFastForConditionalGeneration
 from .processing_slowfast import SlowFastProcessor
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed for the hybrid gates' initialisation.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    convert_llava_onevision(
+    run_command_line(
+        convert_llava_onevision,
         args.input,
         args.output,
         num_frames=args.num_frames,

@@ -68,11 +68,14 @@ the text, while the per-frame **slow tokens** stay out of it and are read throug
 
 ## Usage
 
+With `trust_remote_code=True` the modeling and processing code stored with the weights runs; it needs
+`transformers>=5`, `torch`, `einops` and `av` (PyAV, to read videos): `pip install "transformers>=5" torch einops av`.
+Or install the `slowfast_hf` package, which is not on PyPI: from a source checkout of it, `pip install .`; then
+`import slowfast_hf` registers the classes and no remote code is needed.
+
 ```python
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-# `trust_remote_code=True` runs the modeling code stored with the weights; with `import slowfast_hf` (pip install
-# slowfast_hf) the installed package is used instead and no remote code is needed.
 model = AutoModelForImageTextToText.from_pretrained("{{ model_id }}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{{ model_id }}", trust_remote_code=True)
 

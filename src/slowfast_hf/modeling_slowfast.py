@@ -1,10 +1,14 @@
 # Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
 """Slow-fast video language model: vision encoder -> projector -> slow/fast tokens -> decoder with hybrid layers."""
 
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from einops import rearrange
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
@@ -12,7 +16,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 
-from .configuration_slowfast import SlowFastConfig
+from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
     SLOW_FAST_CONTEXT_KWARG,
     SlowFastAttentionContext,
@@ -27,6 +31,8 @@ from .token_builder import SlowFastTokenBuilder
 from .transformers_compat import CACHE_KWARG, resolve_cache_argument
 from .visual_inputs import (
     SlowFastVisualFeatures,
+    check_pixels,
+    check_visual_features,
     flatten_videos,
     gather_slow_tokens,
     place_fast_tokens,
@@ -52,14 +58,6 @@ class SlowFastCausalLMOutputWithPast(CausalLMOutputWithPast):
     """
 
     slow_key_values: SlowKeyValues | None = None
-
-
-def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
-    """Channels of the vision encoder's hidden state number `vision_feature_layer`."""
-    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
-    if hidden_sizes:  # convolutional encoders: the embeddings output, then one output per stage
-        return [hidden_sizes[0], *hidden_sizes][vision_feature_layer]
-    return vision_config.hidden_size
 
 
 class SlowFastMultiModalProjector(nn.Module):
@@ -109,6 +107,21 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                             text_config,
                             module.config.init_cross_kv_from_lm,
                         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:  # safetensors' message names no file
+            unreadable = _unreadable_safetensors(pretrained_model_name_or_path)
+            raise OSError(
+                f"Cannot load {pretrained_model_name_or_path}: {', '.join(unreadable) or 'a safetensors file'} is "
+                f"truncated or corrupt ({error})."
+            ) from error
+        _check_hybrid_weights_loaded(model.config, loading_info["unexpected_keys"], loading_info["missing_keys"])
+        return (model, loading_info) if output_loading_info else model
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
         if (activation_checkpointing_kwargs or {}).get("use_reentrant", False):
@@ -229,6 +242,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 The number of frames of each video.
         """
         frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
+        check_pixels(frames, "pixel_values_videos")
         frame_features = self.get_frame_features(frames)
         fast_tokens, slow_tokens = [], []
         for video in frame_features.split(num_frames):
@@ -239,8 +253,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor) -> SlowFastVisualFeatures:
         """`pixel_values` (num_images, C, H, W): each image is a one-frame video."""
-        if pixel_values.ndim != 4:
-            raise ValueError(f"`pixel_values` must have shape (num_images, C, H, W), got {tuple(pixel_values.shape)}.")
+        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
+        check_pixels(pixel_values, "pixel_values")
         return self.get_video_features(pixel_values, [1] * pixel_values.shape[0])
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
@@ -302,6 +318,11 @@ class SlowFastModel(SlowFastPreTrainedModel):
         is_prefill = cache is None or cache.get_seq_length() == 0
         items = []  # (sample, first position, slow tokens) of every image and video
         for kind, features, mask in (("image", image_features, image_mask), ("video", video_features, video_mask)):
+            if features is not None and getattr(self.config, f"{kind}_token_id") is None:
+                raise ValueError(
+                    f"{kind.capitalize()}s were given but `config.{kind}_token_id` is not set, so their placeholders "
+                    f"cannot be found; set it to the id of the tokenizer's {kind} placeholder token."
+                )
             if features is None:
                 if is_prefill and mask.any():
                     raise ValueError(
@@ -425,6 +446,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
+            _check_labels(labels, outputs.last_hidden_state.shape[:2], self.config.text_config.vocab_size)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
@@ -438,6 +460,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        if not is_first_iteration and not kwargs.get("use_cache", True):
+            _check_no_generated_placeholder(args[0] if args else kwargs.get("input_ids"), self.config)
         if not is_first_iteration and kwargs.get("use_cache", True):
             # the prompt's images and videos live on as `slow_key_values` and in the cache
             for key in ("video_num_frames", "image_features", "video_features"):
@@ -458,6 +482,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                 elif pixels is not None:
                     features = self.get_video_features(pixels, model_kwargs.pop("video_num_frames", None))
                 if features is not None:
+                    check_visual_features(features, kind, self.config.text_config.hidden_size)
                     mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
                     model_kwargs[f"{kind}_features"] = repeat_per_sample(features, mask, expand_size, kind)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
@@ -473,13 +498,18 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         cls,
         vision_model_name_or_path: str | PreTrainedModel,
         text_model_name_or_path: str | PreTrainedModel,
+        tokenizer=None,
         **config_kwargs,
     ) -> "SlowFastForConditionalGeneration":
         """
         Build a slow-fast model around an existing vision encoder and causal LM (Hub ids, local paths or loaded
         models), keeping their weights unchanged; the projector is new and the hybrid parameters start as DESIGN §2
         says. `config_kwargs` go to [`SlowFastConfig`] (strides, `hybrid_layers`, placeholder ids, ...).
+
+        The placeholder ids are required: pass `video_token_id` (and `image_token_id` for images), or a `tokenizer`
+        holding the tokens `<video>` (and `<image>`), whose ids are then used.
         """
+        config_kwargs.update(_placeholder_ids(tokenizer, config_kwargs))
         vision_model = _load_pretrained(vision_model_name_or_path, AutoModel, "vision_model_name_or_path")
         text_model = _load_pretrained(text_model_name_or_path, AutoModelForCausalLM, "text_model_name_or_path")
         if hasattr(vision_model, "vision_model") and hasattr(vision_model.config, "vision_config"):
@@ -509,6 +539,71 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         return model
 
 
+def _unreadable_safetensors(folder) -> list[str]:
+    """The safetensors files of a local checkpoint folder whose header safetensors cannot read."""
+    unreadable = []
+    if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except SafetensorError:
+                unreadable.append(str(path))
+    return unreadable
+
+
+_CROSS_ATTENTION_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.cross_attn\.")
+
+
+def _check_hybrid_weights_loaded(config: SlowFastConfig, unexpected_keys, missing_keys) -> None:
+    """
+    A checkpoint's trained cross-attention of layers that `config.hybrid_layers` does not make hybrid would be dropped
+    (Transformers only logs unexpected keys): refuse to load, as Transformers refuses weights of the wrong shape.
+    """
+    dropped = sorted({int(match[1]) for key in unexpected_keys if (match := _CROSS_ATTENTION_KEY.search(key))})
+    if dropped:
+        not_loaded = {int(match[1]) for key in missing_keys if (match := _CROSS_ATTENTION_KEY.search(key))}
+        saved = sorted(set(dropped) | (set(config.hybrid_layers) - not_loaded))
+        raise ValueError(
+            f"The checkpoint holds trained hybrid cross-attention for decoder layers {dropped}, which "
+            f"`hybrid_layers` {config.hybrid_layers} of its config does not make hybrid, so loading would drop it. "
+            f'Its hybrid layers are {saved}: set `"hybrid_layers": {saved}` in its config.json, or pass '
+            f"`hybrid_layers={saved}` to `from_pretrained`."
+        )
+
+
+def _check_no_generated_placeholder(input_ids, config: SlowFastConfig) -> None:
+    """Without a cache every step re-reads the whole sequence, where a generated placeholder token has no video."""
+    if input_ids is None:
+        return
+    for kind in ("image", "video"):
+        token_id = getattr(config, f"{kind}_token_id")
+        if token_id is not None and (input_ids[:, -1] == token_id).any():
+            raise ValueError(
+                f"`generate` produced the {kind} placeholder token (id {token_id}); with `use_cache=False` every step "
+                f"re-reads the whole sequence, where a generated placeholder has no {kind} to stand for. Keep the "
+                f"cache (the default), or forbid the token with `suppress_tokens=[{token_id}]`."
+            )
+
+
+def _check_labels(labels, sequence_shape, vocab_size: int, ignore_index: int = -100) -> None:
+    """`labels` must be (batch_size, sequence_length) token ids of the vocabulary, or `ignore_index`."""
+    if not torch.is_tensor(labels) or labels.dtype not in (torch.int64, torch.int32):
+        description = labels.dtype if torch.is_tensor(labels) else type(labels).__name__
+        raise ValueError(f"`labels` must be an integer (torch.long) tensor, got {description}.")
+    if tuple(labels.shape) != tuple(sequence_shape):
+        raise ValueError(
+            f"`labels` must have the input's shape (batch_size, sequence_length) = {tuple(sequence_shape)}, got "
+            f"{tuple(labels.shape)}."
+        )
+    invalid = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
+    if invalid.any():
+        raise ValueError(
+            f"`labels` must be token ids in [0, {vocab_size}) or {ignore_index} (no loss), got "
+            f"{sorted(set(labels[invalid].tolist()))[:5]}."
+        )
+
+
 def _check_plain_logits(text_config) -> None:
     """The LM head here is a plain Linear; refuse decoders whose causal LM rescales or soft-caps its logits."""
     postprocessing = {
@@ -522,6 +617,32 @@ def _check_plain_logits(text_config) -> None:
             f"{text_config.model_type} post-processes its logits ({changed}), which the slow-fast LM head does not "
             "reproduce; this decoder family is not supported."
         )
+
+
+def _placeholder_ids(tokenizer, config_kwargs: dict) -> dict[str, int]:
+    """The placeholder ids `from_vision_text_pretrained` was given, or those of the tokenizer's `<video>`/`<image>`."""
+    if tokenizer is None:
+        if config_kwargs.get("video_token_id") is None:
+            raise ValueError(
+                "`video_token_id` is required: pass the id of the tokenizer's video placeholder token (and "
+                "`image_token_id` for images), or pass `tokenizer=` holding `<video>` (and `<image>`); add them with "
+                '`tokenizer.add_special_tokens({"extra_special_tokens": ["<video>", "<image>"]})`.'
+            )
+        return {}
+    ids = {}
+    for name, token in (("video_token_id", "<video>"), ("image_token_id", "<image>")):
+        if config_kwargs.get(name) is not None:
+            continue
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id:
+            ids[name] = token_id
+        elif name == "video_token_id":
+            raise ValueError(
+                f"`tokenizer` has no {token} token to take `video_token_id` from; add it with "
+                '`tokenizer.add_special_tokens({"extra_special_tokens": ["<video>", "<image>"]})` (and make sure the '
+                "decoder's embedding has a row for it), or pass `video_token_id`."
+            )
+    return ids
 
 
 def _load_pretrained(model_or_path, auto_class, argument: str) -> PreTrainedModel:
