@@ -3,6 +3,7 @@ was expected, what was given), or gives the correct result; faults (a killed con
 leave nothing broken."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,9 +25,10 @@ from conftest import (
 )
 from transformers import CONFIG_MAPPING, AutoModelForImageTextToText, Qwen2ForCausalLM, SiglipVisionModel
 
-from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration, SlowFastVisualFeatures
+from slowfast_hf import SlowFastForConditionalGeneration, SlowFastVisualFeatures
 from slowfast_hf.convert_official import SafetensorsCheckpoint, atomic_output_dir, remove_stale_staging
 from slowfast_hf.convert_official import main as official_main
+from slowfast_hf.hybrid_attention import decoder_layers
 
 GRID = IMAGE_SIZE // PATCH_SIZE
 
@@ -239,6 +241,55 @@ def test_bad_labels_are_refused(model, labels, message):
         model(input_ids=input_ids, pixel_values_videos=frames(4), labels=labels)
 
 
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        (dict(input_ids=torch.ones(1, 5)), r"`input_ids` must be an integer tensor .* got torch.float32 of shape"),
+        (dict(input_ids=torch.ones(5, dtype=torch.long)), r"`input_ids` must be .* got torch.int64 of shape \(5,\)"),
+        (
+            dict(input_ids=torch.tensor([[1, 500, 128]])),
+            r"`input_ids` must be token ids in \[0, 128\), got \[128, 500\]",
+        ),
+        (dict(input_ids=torch.tensor([[1, -3]])), r"`input_ids` must be token ids in \[0, 128\), got \[-3\]"),
+        (
+            dict(inputs_embeds=torch.randn(1, 5, 32)),
+            r"`inputs_embeds` has width 32 but the decoder's hidden_size is 64",
+        ),
+        (dict(inputs_embeds=torch.full((1, 5, 64), float("inf"))), r"`inputs_embeds` holds non-finite values"),
+        (dict(inputs_embeds=torch.randn(5, 64)), r"`inputs_embeds` must be a floating-point tensor of shape"),
+        (
+            dict(input_ids=torch.ones(2, 5, dtype=torch.long), attention_mask=torch.ones(1, 5)),
+            r"`attention_mask` of shape \(1, 5\) does not fit the 2 sequences of 5 tokens",
+        ),
+        (
+            dict(input_ids=torch.ones(1, 5, dtype=torch.long), attention_mask=torch.ones(1, 3)),
+            r"`attention_mask` of shape \(1, 3\) does not fit the 1 sequences of 5 tokens",
+        ),
+        (dict(input_ids=torch.ones(1, 5, dtype=torch.long), slow_key_values="x"), r"`slow_key_values` must be the"),
+    ],
+)
+def test_bad_text_inputs_are_refused(model, inputs, message):
+    """Before: a float/1-D/out-of-range `input_ids` ended in torch's embedding (an IndexError on CPU, a device-side
+    assert on GPUs) or an unpacking error; a narrow or infinite `inputs_embeds` in a size error or NaN logits."""
+    with pytest.raises(ValueError, match=message), torch.no_grad():
+        model(**inputs)
+
+
+def test_bad_vision_batch_size_set_after_building_is_refused():
+    """Before: a negative `vision_batch_size` left the last frames' features uninitialised memory."""
+    model = tiny_slowfast_model()
+    model.config.vision_batch_size = -1
+    with pytest.raises(ValueError, match=r"`config.vision_batch_size` must be an integer >= 1 or None, got -1"):
+        model.get_video_features(frames(4))
+
+
+def test_lora_rank_must_be_positive(model):
+    from slowfast_hf.training import decoder_lora_config
+
+    with pytest.raises(ValueError, match=r"`r` \(the LoRA rank\) must be an integer >= 1, got 0"):
+        decoder_lora_config(model, r=0)
+
+
 def test_good_labels_give_the_loss(model):
     input_ids = torch.tensor([video_prompt(model, 4)])
     labels = input_ids.clone()
@@ -332,7 +383,7 @@ def test_checkpoint_cross_attention_is_never_dropped(saved_without_hybrid_layers
     model, path = saved_without_hybrid_layers
     with pytest.raises(
         ValueError,
-        match=r"decoder layers \[1, 3\], which `hybrid_layers` \[0\] of its config.*"
+        match=r"decoder layers \[1, 3\], which `hybrid_layers` \[0\] does not make hybrid \(the checkpoint's config\).*"
         r"hybrid_layers=\[1, 3\]",
     ):
         loader.from_pretrained(path)
@@ -343,6 +394,17 @@ def test_checkpoint_cross_attention_is_never_dropped(saved_without_hybrid_layers
         expected = model(input_ids=input_ids, pixel_values_videos=frames(4)).logits
         actual = loaded.eval()(input_ids=input_ids, pixel_values_videos=frames(4)).logits
     assert torch.equal(actual, expected)
+
+
+def test_cross_attention_is_left_out_only_when_hybrid_layers_are_passed(saved_without_hybrid_layers, caplog):
+    model, path = saved_without_hybrid_layers
+    with caplog.at_level(logging.WARNING):
+        loaded = SlowFastForConditionalGeneration.from_pretrained(path, hybrid_layers=[3])
+    assert loaded.config.hybrid_layers == [3]
+    assert "decoder layers [1], which `hybrid_layers` [3] does not make hybrid" in caplog.text
+    trained = decoder_layers(model.model.language_model)[3].self_attn.cross_attn.state_dict()
+    kept = decoder_layers(loaded.model.language_model)[3].self_attn.cross_attn.state_dict()
+    assert all(torch.equal(kept[name], trained[name]) for name in trained)
 
 
 def test_truncated_weights_file_is_named(tmp_path):
@@ -434,6 +496,20 @@ def test_converter_errors_are_one_line(tmp_path):
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 1 and result.stderr.strip().splitlines() == [message]
+
+
+def test_truncated_shard_ends_the_conversion_with_one_line_naming_it(tmp_path):
+    from test_conversion import write_released_checkpoint
+
+    source = write_released_checkpoint(tmp_path / "slowfast-frame8")
+    shard = source / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(SystemExit) as exit_info:
+        official_main(["--input", str(source), "--output", str(tmp_path / "out")])
+    message = exit_info.value.code
+    assert message.startswith(f"error: {shard} is not a readable safetensors file (truncated or corrupt?): ")
+    assert "\n" not in message
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["slowfast-frame8"]  # nothing written
 
 
 KILLED_CONVERTER = """

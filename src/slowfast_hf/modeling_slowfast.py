@@ -15,6 +15,7 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import logging
 
 from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
@@ -38,6 +39,8 @@ from .visual_inputs import (
     place_fast_tokens,
     repeat_per_sample,
 )
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -120,7 +123,12 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                 f"Cannot load {pretrained_model_name_or_path}: {', '.join(unreadable) or 'a safetensors file'} is "
                 f"truncated or corrupt ({error})."
             ) from error
-        _check_hybrid_weights_loaded(model.config, loading_info["unexpected_keys"], loading_info["missing_keys"])
+        _check_hybrid_weights_loaded(
+            model.config,
+            loading_info["unexpected_keys"],
+            loading_info["missing_keys"],
+            chosen="hybrid_layers" in kwargs,
+        )
         return (model, loading_info) if output_loading_info else model
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
@@ -200,6 +208,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 )
         num_frames = pixel_values.shape[0]
         batch_size = self.config.vision_batch_size or num_frames
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`config.vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
         if batch_size >= num_frames:
             return self._encode_frames(pixel_values)
         first = self._encode_frames(pixel_values[:batch_size])
@@ -299,6 +309,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        _check_text_inputs(input_ids, inputs_embeds, attention_mask, slow_key_values, self.config.text_config)
         if pixel_values is not None and image_features is not None:
             raise ValueError("Pass either `pixel_values` or `image_features`, not both.")
         if pixel_values_videos is not None and video_features is not None:
@@ -555,21 +566,28 @@ def _unreadable_safetensors(folder) -> list[str]:
 _CROSS_ATTENTION_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.cross_attn\.")
 
 
-def _check_hybrid_weights_loaded(config: SlowFastConfig, unexpected_keys, missing_keys) -> None:
+def _check_hybrid_weights_loaded(config: SlowFastConfig, unexpected_keys, missing_keys, chosen: bool) -> None:
     """
     A checkpoint's trained cross-attention of layers that `config.hybrid_layers` does not make hybrid would be dropped
-    (Transformers only logs unexpected keys): refuse to load, as Transformers refuses weights of the wrong shape.
+    (Transformers only logs unexpected keys): refuse to load, as Transformers refuses weights of the wrong shape,
+    unless `hybrid_layers` was passed to `from_pretrained` (a deliberate choice, only warned about).
     """
     dropped = sorted({int(match[1]) for key in unexpected_keys if (match := _CROSS_ATTENTION_KEY.search(key))})
-    if dropped:
-        not_loaded = {int(match[1]) for key in missing_keys if (match := _CROSS_ATTENTION_KEY.search(key))}
-        saved = sorted(set(dropped) | (set(config.hybrid_layers) - not_loaded))
-        raise ValueError(
-            f"The checkpoint holds trained hybrid cross-attention for decoder layers {dropped}, which "
-            f"`hybrid_layers` {config.hybrid_layers} of its config does not make hybrid, so loading would drop it. "
-            f'Its hybrid layers are {saved}: set `"hybrid_layers": {saved}` in its config.json, or pass '
-            f"`hybrid_layers={saved}` to `from_pretrained`."
-        )
+    if not dropped:
+        return
+    not_loaded = {int(match[1]) for key in missing_keys if (match := _CROSS_ATTENTION_KEY.search(key))}
+    saved = sorted(set(dropped) | (set(config.hybrid_layers) - not_loaded))
+    message = (
+        f"The checkpoint holds trained hybrid cross-attention for decoder layers {dropped}, which `hybrid_layers` "
+        f"{config.hybrid_layers} does not make hybrid"
+    )
+    if chosen:
+        logger.warning(f"{message}: as `hybrid_layers` was passed, that cross-attention is left out.")
+        return
+    raise ValueError(
+        f"{message} (the checkpoint's config), so loading would drop it. Its hybrid layers are {saved}: set "
+        f'`"hybrid_layers": {saved}` in its config.json, or pass `hybrid_layers={saved}` to `from_pretrained`.'
+    )
 
 
 def _check_no_generated_placeholder(input_ids, config: SlowFastConfig) -> None:
@@ -586,6 +604,51 @@ def _check_no_generated_placeholder(input_ids, config: SlowFastConfig) -> None:
             )
 
 
+def _check_text_inputs(input_ids, inputs_embeds, attention_mask, slow_key_values, text_config) -> None:
+    """
+    Refuse what the embedding, the masks and the cross-attention would reject obscurely (on GPUs, an out-of-range id
+    is a device-side assert). The checks that read tensor values are skipped under `torch.compile`.
+    """
+    check_values = not torch.compiler.is_compiling()
+    if input_ids is not None:
+        if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
+            given = f"{input_ids.dtype} of shape {tuple(input_ids.shape)}" if torch.is_tensor(input_ids) else None
+            raise ValueError(
+                "`input_ids` must be an integer tensor of shape (batch_size, sequence_length), got "
+                f"{given or type(input_ids).__name__}."
+            )
+        out_of_range = (input_ids < 0) | (input_ids >= text_config.vocab_size)
+        if check_values and out_of_range.any():
+            raise ValueError(
+                f"`input_ids` must be token ids in [0, {text_config.vocab_size}), got "
+                f"{sorted(set(input_ids[out_of_range].tolist()))[:5]}."
+            )
+        batch_size, length = input_ids.shape
+    else:
+        if not torch.is_tensor(inputs_embeds) or inputs_embeds.ndim != 3 or not inputs_embeds.is_floating_point():
+            raise ValueError(
+                "`inputs_embeds` must be a floating-point tensor of shape (batch_size, length, hidden_size)."
+            )
+        if inputs_embeds.shape[-1] != text_config.hidden_size:
+            raise ValueError(
+                f"`inputs_embeds` has width {inputs_embeds.shape[-1]} but the decoder's hidden_size is "
+                f"{text_config.hidden_size}."
+            )
+        if check_values and not torch.isfinite(inputs_embeds).all():
+            raise ValueError("`inputs_embeds` holds non-finite values (inf or NaN).")
+        batch_size, length = inputs_embeds.shape[:2]
+    if torch.is_tensor(attention_mask) and attention_mask.ndim == 2:
+        if attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
+            raise ValueError(
+                f"`attention_mask` of shape {tuple(attention_mask.shape)} does not fit the {batch_size} sequences of "
+                f"{length} tokens: it must be (batch_size, past + new tokens)."
+            )
+    if slow_key_values is not None and not isinstance(slow_key_values, SlowKeyValues):
+        raise ValueError(
+            f"`slow_key_values` must be the `SlowKeyValues` of an earlier output, got {type(slow_key_values).__name__}."
+        )
+
+
 def _check_labels(labels, sequence_shape, vocab_size: int, ignore_index: int = -100) -> None:
     """`labels` must be (batch_size, sequence_length) token ids of the vocabulary, or `ignore_index`."""
     if not torch.is_tensor(labels) or labels.dtype not in (torch.int64, torch.int32):
@@ -597,7 +660,7 @@ def _check_labels(labels, sequence_shape, vocab_size: int, ignore_index: int = -
             f"{tuple(labels.shape)}."
         )
     invalid = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
-    if invalid.any():
+    if not torch.compiler.is_compiling() and invalid.any():
         raise ValueError(
             f"`labels` must be token ids in [0, {vocab_size}) or {ignore_index} (no loss), got "
             f"{sorted(set(labels[invalid].tolist()))[:5]}."

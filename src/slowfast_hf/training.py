@@ -146,7 +146,11 @@ def decoder_lora_config(
     try:
         from peft import LoraConfig
     except ImportError as error:
-        raise ImportError("`decoder_lora_config` needs PEFT: `pip install peft`.") from error
+        raise ImportError(
+            '`decoder_lora_config` needs PEFT: `pip install peft`, or the training extra `pip install -e ".[train]"`.'
+        ) from error
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"`r` (the LoRA rank) must be an integer >= 1, got {r!r}.")
     for name in ("target_modules", "modules_to_save"):
         if name in lora_kwargs:
             raise ValueError(f"`{name}` is set by `decoder_lora_config`; build a `LoraConfig` yourself to change it.")
