@@ -36,6 +36,7 @@ from .visual_inputs import (
     check_visual_features,
     flatten_videos,
     gather_slow_tokens,
+    is_finite,
     place_fast_tokens,
     repeat_per_sample,
 )
@@ -634,7 +635,7 @@ def _check_text_inputs(input_ids, inputs_embeds, attention_mask, slow_key_values
                 f"`inputs_embeds` has width {inputs_embeds.shape[-1]} but the decoder's hidden_size is "
                 f"{text_config.hidden_size}."
             )
-        if check_values and not torch.isfinite(inputs_embeds).all():
+        if check_values and not is_finite(inputs_embeds):
             raise ValueError("`inputs_embeds` holds non-finite values (inf or NaN).")
         batch_size, length = inputs_embeds.shape[:2]
     if torch.is_tensor(attention_mask) and attention_mask.ndim == 2:

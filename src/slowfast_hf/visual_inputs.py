@@ -2,7 +2,7 @@
 """Bookkeeping of visual inputs: video layouts, placing fast tokens at their placeholders, per-sample slow tokens."""
 
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 
 import torch
 from torch import nn
@@ -75,8 +75,13 @@ def check_pixels(pixels: torch.Tensor, argument: str) -> None:
             f"dtype {pixels.dtype}; pass raw frames through the processor (`SlowFastProcessor` / "
             "`SlowFastVideoProcessor`) first."
         )
-    if not torch.isfinite(pixels).all():
+    if not is_finite(pixels):
         raise ValueError(f"`{argument}` holds {int((~torch.isfinite(pixels)).sum())} non-finite values (inf or NaN).")
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, without a tensor-sized temporary (the min and max propagate inf and NaN)."""
+    return tensor.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all())
 
 
 def check_visual_features(features, kind: str, hidden_size: int) -> None:
@@ -105,7 +110,7 @@ def check_visual_features(features, kind: str, hidden_size: int) -> None:
                     f"{where} has width {tokens.shape[1]} but this model's decoder has hidden_size {hidden_size}; "
                     f"compute the features with this model's `get_{kind}_features`."
                 )
-            if not tokens.is_floating_point() or not torch.isfinite(tokens).all():
+            if not tokens.is_floating_point() or not is_finite(tokens):
                 raise ValueError(f"{where} must hold finite floating-point values (dtype {tokens.dtype}).")
 
 
@@ -117,6 +122,11 @@ def _placeholder_runs(positions: list[list[int]]) -> list[int]:
         for index, (sample, position) in enumerate(positions)
         if index == 0 or positions[index - 1] != [sample, position - 1]
     ]
+
+
+def _run_lengths(positions: list[list[int]]) -> list[int]:
+    starts = _placeholder_runs(positions) + [len(positions)]
+    return [end - start for start, end in pairwise(starts)]
 
 
 def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualFeatures, kind: str):
@@ -133,7 +143,7 @@ def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualF
         )
     # Every run of consecutive placeholders must hold whole items (several adjacent items may share one run): an
     # item split by text, or runs whose lengths do not follow the items' counts (swapped videos), is refused.
-    item_starts = [sum(counts[:index]) for index in range(len(counts))]
+    item_starts = [0, *accumulate(counts[:-1])]
     stray_runs = sorted(set(_placeholder_runs(positions)) - set(item_starts))
     if stray_runs:
         sample, position = positions[stray_runs[0]]
@@ -147,11 +157,6 @@ def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualF
     fast = torch.cat(features.fast_tokens).to(inputs_embeds.device, inputs_embeds.dtype)
     inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask[..., None].to(inputs_embeds.device), fast)
     return inputs_embeds, items
-
-
-def _run_lengths(positions: list[list[int]]) -> list[int]:
-    starts = _placeholder_runs(positions) + [len(positions)]
-    return [end - start for start, end in pairwise(starts)]
 
 
 def gather_slow_tokens(items, batch_size: int, mask_device) -> tuple[torch.Tensor, torch.Tensor]:
