@@ -284,6 +284,7 @@ def test_bad_vision_batch_size_set_after_building_is_refused():
 
 
 def test_lora_rank_must_be_positive(model):
+    pytest.importorskip("peft")
     from slowfast_hf.training import decoder_lora_config
 
     with pytest.raises(ValueError, match=r"`r` \(the LoRA rank\) must be an integer >= 1, got 0"):

@@ -38,6 +38,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME  # the file `Trainer` writes last into a checkpoint
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 
 logger = logging.get_logger(__name__)
 
-TRAINER_STATE_NAME = "trainer_state.json"  # the file `Trainer` writes last into a checkpoint
 FreezePreset = Literal["projector_and_hybrid", "decoder", "all"]
 FREEZE_PRESETS: tuple[str, ...] = get_args(FreezePreset)
 
