@@ -513,6 +513,21 @@ def test_truncated_shard_ends_the_conversion_with_one_line_naming_it(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["slowfast-frame8"]  # nothing written
 
 
+def test_truncated_llava_onevision_weights_end_the_conversion_with_one_line_naming_them(tmp_path, tiny_tokenizer):
+    from test_conversion import write_llava_onevision
+
+    from slowfast_hf.convert_llava_onevision import main as llava_onevision_main
+
+    source = write_llava_onevision(tmp_path / "llava-onevision-tiny", tiny_tokenizer)
+    weights = source / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(SystemExit) as exit_info:
+        llava_onevision_main(["--input", str(source), "--output", str(tmp_path / "out")])
+    message = exit_info.value.code
+    assert message.startswith(f"error: {weights} is not a readable safetensors file (truncated or corrupt?): ")
+    assert "\n" not in message and not (tmp_path / "out").exists()
+
+
 KILLED_CONVERTER = """
 import sys, time
 from pathlib import Path

@@ -119,7 +119,7 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                 pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
             )
         except SafetensorError as error:  # safetensors' message names no file
-            unreadable = _unreadable_safetensors(pretrained_model_name_or_path)
+            unreadable = unreadable_safetensors(pretrained_model_name_or_path)
             raise OSError(
                 f"Cannot load {pretrained_model_name_or_path}: {', '.join(unreadable) or 'a safetensors file'} is "
                 f"truncated or corrupt ({error})."
@@ -551,7 +551,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         return model
 
 
-def _unreadable_safetensors(folder) -> list[str]:
+def unreadable_safetensors(folder) -> list[str]:
     """The safetensors files of a local checkpoint folder whose header safetensors cannot read."""
     unreadable = []
     if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
