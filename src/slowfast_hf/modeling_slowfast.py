@@ -638,12 +638,15 @@ def _check_text_inputs(input_ids, inputs_embeds, attention_mask, slow_key_values
         if check_values and not is_finite(inputs_embeds):
             raise ValueError("`inputs_embeds` holds non-finite values (inf or NaN).")
         batch_size, length = inputs_embeds.shape[:2]
-    if torch.is_tensor(attention_mask) and attention_mask.ndim == 2:
-        if attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length:
-            raise ValueError(
-                f"`attention_mask` of shape {tuple(attention_mask.shape)} does not fit the {batch_size} sequences of "
-                f"{length} tokens: it must be (batch_size, past + new tokens)."
-            )
+    if (
+        torch.is_tensor(attention_mask)
+        and attention_mask.ndim == 2
+        and (attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length)
+    ):
+        raise ValueError(
+            f"`attention_mask` of shape {tuple(attention_mask.shape)} does not fit the {batch_size} sequences of "
+            f"{length} tokens: it must be (batch_size, past + new tokens)."
+        )
     if slow_key_values is not None and not isinstance(slow_key_values, SlowKeyValues):
         raise ValueError(
             f"`slow_key_values` must be the `SlowKeyValues` of an earlier output, got {type(slow_key_values).__name__}."
