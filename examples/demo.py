@@ -274,7 +274,14 @@ def prefill_cost(model, processor, conversation: list[dict]) -> dict:
     }
 
 
+TASK = (
+    f"Task: name the colour of the bright square that appears in one of the {NUM_FRAMES} frames; "
+    f"{len(COLOURS)} colours ({', '.join(COLOURS)}), so guessing scores the chance level {100 / len(COLOURS):.1f}%."
+)
+
+
 def print_table(results: dict) -> None:
+    print(f"\n{TASK}")
     print(f"\n{'model':<12}{'accuracy':>10}{'context (tokens)':>18}{'slow tokens':>13}{'prefill MFLOPs':>16}")
     for name, row in results.items():
         print(
@@ -305,6 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
 
+    print(TASK)
     set_seed(args.seed)
     vision_dir, text_dir, tokenizer = build_base_parts(args.output_dir / "base")
     train_file, test_file = write_dataset(args.output_dir / "data", settings, args.seed)

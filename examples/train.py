@@ -5,7 +5,9 @@
 writes them; `--annotation_file` a JSON/JSONL file in the released research code's format (see
 `slowfast_hf.training_data`). Every `TrainingArguments` option works (`--learning_rate`, `--max_steps`,
 `--activation_checkpointing`, `--bf16`, `--save_steps`, `--resume_from_checkpoint`, ...), plus
-`--hybrid_learning_rate` for the hybrid cross-attention parameters.
+`--hybrid_learning_rate` for the hybrid cross-attention parameters. `--resume_from_checkpoint True` resumes from the
+newest complete checkpoint of `--output_dir` (a half-written one, from a run killed while saving, is skipped).
+Needs the training extra: `pip install -e ".[train]"`.
 
     python examples/train.py --model_name_or_path my-slowfast --annotation_file train.json --output_dir out \\
         --freeze projector_and_hybrid --learning_rate 1e-3 --hybrid_learning_rate 1e-4 --max_steps 1000
@@ -16,10 +18,30 @@ the decoder trains through a LoRA adapter (the projector and hybrid cross-attent
 holds the adapter.
 """
 
+import importlib
 import os
+import sys
 from dataclasses import dataclass, field
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the collator tokenizes inside DataLoader workers
+
+
+def require_training_extra() -> None:
+    """Fail with one line naming the extra when what training needs is not installed."""
+    missing = []
+    for name in ("accelerate", "peft"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        sys.exit(
+            f"error: train.py needs {' and '.join(missing)}, which are not installed; install the package's training "
+            'extra: pip install -e ".[train]" (from the source checkout).'
+        )
+
+
+require_training_extra()
 
 from transformers import AutoModelForImageTextToText, AutoProcessor, HfArgumentParser, set_seed
 
@@ -65,6 +87,14 @@ class ScriptArguments:
     )
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scale (with `--lora_rank`)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (with `--lora_rank`)."})
+
+
+def resume_argument(value: str | None) -> str | bool | None:
+    """`--resume_from_checkpoint True` resumes from the newest complete checkpoint of `--output_dir` (as
+    `Trainer.train(resume_from_checkpoint=True)` does), `False` starts afresh, anything else is a checkpoint folder."""
+    if value is not None and value.lower() in ("true", "false"):
+        return value.lower() == "true" or None
+    return value
 
 
 def main():
@@ -116,7 +146,7 @@ def main():
         data_collator=SlowFastDataCollator(processor),
         processing_class=processor,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     trainer.save_model()  # the model (or LoRA adapter) and the processor, into --output_dir
 
 

@@ -37,6 +37,7 @@ def test_demo_fast_variant_runs_end_to_end(tmp_path):
         )
     }
     assert set(rows) == set(ROWS), result.stdout
+    assert "name the colour of the bright square" in result.stdout and "chance level 25.0%" in result.stdout
     assert rows["slow-fast"]["context"] == rows["fast-only"]["context"]
     assert int(rows["all-frames"]["context"]) > int(rows["slow-fast"]["context"])
     assert int(rows["slow-fast"]["slow"]) > 0 and rows["fast-only"]["slow"] == rows["all-frames"]["slow"] == "0"

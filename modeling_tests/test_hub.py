@@ -21,6 +21,7 @@ from video_fixtures import write_video
 
 from slowfast_hf import SlowFastForConditionalGeneration, SlowFastProcessor, SlowFastVideoProcessor
 from slowfast_hf.hub import create_model_card, save_for_hub
+from slowfast_hf.transformers_compat import MIN_TRANSFORMERS_VERSION
 
 NUM_FRAMES = 8
 SHARD_SIZE = "100KB"  # the tiny model is ~0.5 MB: several shards
@@ -139,6 +140,9 @@ def test_model_card_describes_the_model(base_parts):
     assert "| Fast tokens | 8 per video: every 1 frame(s) kept, averaged over 4, pooled 1x1" in text
     assert TRAINING_DATA in text
     assert 'AutoModelForImageTextToText.from_pretrained("tiny-org/slowfast-tiny", trust_remote_code=True)' in text
+    # what remote-code users install, and how to install the package, which is on no index
+    assert f'pip install "transformers>={MIN_TRANSFORMERS_VERSION}" torch einops av' in text and "not on PyPI" in text
+    assert "pip install slowfast_hf" not in text
     assert "## License\n\n`apache-2.0`" in text
 
 

@@ -354,15 +354,16 @@ def test_from_vision_text_pretrained_model_saves_and_reloads(tmp_path):
 
 def test_from_vision_text_pretrained_rejects_bad_arguments():
     vision_model, text_model = tiny_pretrained_parts(Qwen2ForCausalLM, "qwen2", False)
+    ids = dict(video_token_id=VIDEO_TOKEN_ID)
     with pytest.raises(ValueError, match="text_config"):
         SlowFastForConditionalGeneration.from_vision_text_pretrained(
-            vision_model, text_model, text_config=tiny_text_config().to_dict()
+            vision_model, text_model, text_config=tiny_text_config().to_dict(), **ids
         )
     with pytest.raises(ValueError, match="vision_config"):
         SlowFastForConditionalGeneration.from_vision_text_pretrained(
-            vision_model, text_model, vision_config=tiny_vision_config().to_dict()
+            vision_model, text_model, vision_config=tiny_vision_config().to_dict(), **ids
         )
     with pytest.raises(ValueError, match="vision_model_name_or_path"):
-        SlowFastForConditionalGeneration.from_vision_text_pretrained(3, text_model)
+        SlowFastForConditionalGeneration.from_vision_text_pretrained(3, text_model, **ids)
     with pytest.raises(ValueError, match="text_model_name_or_path"):
-        SlowFastForConditionalGeneration.from_vision_text_pretrained(vision_model, 3)
+        SlowFastForConditionalGeneration.from_vision_text_pretrained(vision_model, 3, **ids)

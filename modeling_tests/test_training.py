@@ -145,6 +145,8 @@ GOOD = video_entry("clips/clip0.mp4", QUESTION, ANSWER)
         (video_entry("", QUESTION, ANSWER), r"entry 1: `video` must be a non-empty path string"),
         (video_entry("clips/missing.mp4", QUESTION, ANSWER), r"entry 1: `video` '.*missing.mp4' does not exist"),
         ({**GOOD, "image": "picture.png"}, r"entry 1 has an `image` field"),
+        (video_entry("clips/clip0.mp4", QUESTION, "a <image> here"), r"entry 1: `conversations\[1\]` holds '<image>'"),
+        (video_entry(None, "see <image>", "ok"), r"entry 1: `conversations\[0\]` holds '<image>'.*only '<video>'"),
     ],
 )
 def test_malformed_entries_are_refused_with_their_index_and_field(clips, entry, message):

@@ -12,6 +12,32 @@ GATE_KINDS = ("dynamic_tanh_warmup", "tanh_warmup")
 VISION_FEATURE_SELECT_STRATEGIES = ("default", "full")
 
 
+def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
+    """Channels of the vision encoder's hidden state number `vision_feature_layer` (checked against its depth)."""
+    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
+    if hidden_sizes:  # convolutional encoders: the embeddings output, then one output per stage
+        sizes = [hidden_sizes[0], *hidden_sizes]
+    elif isinstance(getattr(vision_config, "hidden_size", None), int):
+        depth = getattr(vision_config, "num_hidden_layers", None)
+        if not isinstance(depth, int):
+            return vision_config.hidden_size  # depth unknown
+        sizes = [vision_config.hidden_size] * (
+            depth + 1
+        )  # ViT-style encoders: the embeddings output, then one per layer
+    else:
+        raise ValueError(
+            f"The vision config ({vision_config.model_type}) has neither `hidden_size` nor `hidden_sizes`, so the "
+            "projector's input width is unknown; use a vision encoder config such as SigLIP, CLIP vision or ConvNeXt."
+        )
+    if not -len(sizes) <= vision_feature_layer < len(sizes):
+        raise ValueError(
+            f"`vision_feature_layer` must index one of the vision encoder's {len(sizes)} hidden states (the "
+            f"embeddings and {len(sizes) - 1} layers/stages), i.e. be in [{-len(sizes)}, {len(sizes) - 1}], got "
+            f"{vision_feature_layer}."
+        )
+    return sizes[vision_feature_layer]
+
+
 class SlowFastConfig(PreTrainedConfig):
     r"""
     Configuration of [`SlowFastForConditionalGeneration`]: a vision encoder, a projector and a Llama/Qwen-style
@@ -123,6 +149,7 @@ class SlowFastConfig(PreTrainedConfig):
             raise ValueError(f"`vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
         if not isinstance(self.vision_feature_layer, int) or isinstance(self.vision_feature_layer, bool):
             raise ValueError(f"`vision_feature_layer` must be an integer, got {self.vision_feature_layer!r}.")
+        vision_feature_size(self.vision_config, self.vision_feature_layer)
         for name in ("image_token_id", "video_token_id"):
             value = getattr(self, name)
             vocab_size = self.text_config.vocab_size
@@ -160,4 +187,4 @@ class SlowFastConfig(PreTrainedConfig):
         return list(range(min_depth, max_depth, interval))
 
 
-__all__ = ["SlowFastConfig"]
+__all__ = ["SlowFastConfig", "vision_feature_size"]

@@ -31,12 +31,13 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
 
 from .configuration_slowfast import GATE_KINDS, QUERY_POSITIONS, SlowFastConfig
-from .convert_official import add_placeholder_tokens, atomic_output_dir, check_output_dir
+from .convert_official import add_placeholder_tokens, atomic_output_dir, check_output_dir, run_command_line
 from .hybrid_attention import decoder_layers, init_cross_attention
-from .modeling_slowfast import SlowFastForConditionalGeneration
+from .modeling_slowfast import SlowFastForConditionalGeneration, unreadable_safetensors
 from .processing_slowfast import SlowFastProcessor
 from .video_processing_slowfast import SlowFastVideoProcessor
 
@@ -144,7 +145,13 @@ def convert_llava_onevision(
     )
     processor = SlowFastProcessor.from_model_config(config, video_processor, tokenizer)
 
-    source = LlavaOnevisionForConditionalGeneration.from_pretrained(input_dir, dtype="auto")
+    try:
+        source = LlavaOnevisionForConditionalGeneration.from_pretrained(input_dir, dtype="auto")
+    except SafetensorError as error:  # safetensors' message names no file
+        unreadable = ", ".join(unreadable_safetensors(input_dir)) or f"a safetensors file of {input_dir}"
+        raise ValueError(
+            f"{unreadable} is not a readable safetensors file (truncated or corrupt?): {error}"
+        ) from error
     state_dict = source.state_dict()
     state_dict.pop("model.image_newline")
     logger.info(
@@ -211,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed for the hybrid gates' initialisation.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    convert_llava_onevision(
+    run_command_line(
+        convert_llava_onevision,
         args.input,
         args.output,
         num_frames=args.num_frames,

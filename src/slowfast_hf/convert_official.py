@@ -39,12 +39,14 @@ weights, in the checkpoint's dtype (about 17 GB for the 7B model with its ConvNe
 `save_pretrained` then writes the output shard by shard.
 
 The output is built in a hidden folder next to `--output` and renamed to it at the end: after any error there is
-nothing at `--output`.
+nothing at `--output`. A conversion that was killed outright (no chance to clean up) leaves its hidden folder behind;
+the next conversion to the same `--output` deletes it (hidden folders of conversions still running are kept).
 """
 
 import argparse
 import json
 import logging
+import os
 import re
 import secrets
 import shutil
@@ -54,7 +56,7 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, ConvNextConfig, GenerationConfig, PreTrainedTokenizerBase, Qwen2Config
 
 from .configuration_slowfast import SlowFastConfig
@@ -182,7 +184,8 @@ def atomic_output_dir(output_dir: Path) -> Iterator[Path]:
     """
     check_output_dir(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = output_dir.parent / f".{output_dir.name}.partial-{secrets.token_hex(4)}"
+    remove_stale_staging(output_dir)
+    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         yield staging
@@ -192,6 +195,49 @@ def atomic_output_dir(output_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def remove_stale_staging(output_dir: Path) -> list[Path]:
+    """
+    Delete the hidden staging folders of earlier conversions to `output_dir` that were killed before they could clean
+    up (`.{name}.partial-{pid}-{random}`, whose process no longer runs on this machine). Returns what was deleted.
+    """
+    removed = []
+    for staging in output_dir.parent.glob(f".{output_dir.name}.partial-*"):
+        pid = staging.name.rsplit(".partial-", 1)[1].split("-")[0]
+        if staging.is_dir() and not (pid.isdigit() and _process_is_running(int(pid))):
+            shutil.rmtree(staging, ignore_errors=True)
+            logger.info("Deleted %s, left behind by an interrupted conversion.", staging)
+            removed.append(staging)
+    return removed
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextmanager
+def open_safetensors(path: Path):
+    """`safe_open`, with errors that name the file (safetensors' own say only what failed in its header)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            yield handle
+    except SafetensorError as error:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {error}") from error
+
+
+def run_command_line(convert, *args, **kwargs):
+    """Run a conversion for `main`: its errors end the process with one line on stderr, not a traceback."""
+    try:
+        return convert(*args, **kwargs)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"error: {error}") from None
 
 
 def add_placeholder_tokens(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> dict[str, int]:
@@ -242,7 +288,7 @@ class SafetensorsCheckpoint:
         self.paths = [directory / name for name in files]
         self.shapes: dict[str, tuple[int, ...]] = {}
         for path in self.paths:
-            with safe_open(path, framework="pt") as shard:
+            with open_safetensors(path) as shard:
                 for name in shard.keys():
                     self.shapes[name] = tuple(shard.get_slice(name).get_shape())
         if weight_map is not None and (absent := sorted(set(weight_map) - set(self.shapes))):
@@ -251,7 +297,7 @@ class SafetensorsCheckpoint:
     def shards(self) -> Iterator[dict[str, torch.Tensor]]:
         """The tensors of one safetensors file at a time, by name."""
         for path in self.paths:
-            with safe_open(path, framework="pt") as shard:
+            with open_safetensors(path) as shard:
                 yield {name: shard.get_tensor(name) for name in shard.keys()}
 
 
@@ -507,7 +553,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-shard-size", default="5GB", help="Largest output safetensors file (default 5GB).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    convert_official(args.input, args.output, num_frames=args.num_frames, max_shard_size=args.max_shard_size)
+    run_command_line(
+        convert_official, args.input, args.output, num_frames=args.num_frames, max_shard_size=args.max_shard_size
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_file
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .token_builder import SlowFastTokenBuilder
+from .transformers_compat import MIN_TRANSFORMERS_VERSION
 
 # The processor's token rule and placeholders must be the model's, or the saved folder would feed the model the
 # wrong number of placeholders.
@@ -68,11 +69,15 @@ the text, while the per-frame **slow tokens** stay out of it and are read throug
 
 ## Usage
 
+With `trust_remote_code=True` the modeling and processing code stored with the weights runs; it needs
+`transformers>={{ transformers_floor }}`, `torch`, `einops` and `av` (PyAV, to read videos):
+`pip install "transformers>={{ transformers_floor }}" torch einops av`. Or install the `slowfast_hf` package, which is
+not on PyPI: from a source checkout of it, `pip install .`; then `import slowfast_hf` registers the classes and no
+remote code is needed.
+
 ```python
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-# `trust_remote_code=True` runs the modeling code stored with the weights; with `import slowfast_hf` (pip install
-# slowfast_hf) the installed package is used instead and no remote code is needed.
 model = AutoModelForImageTextToText.from_pretrained("{{ model_id }}", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("{{ model_id }}", trust_remote_code=True)
 
@@ -176,6 +181,7 @@ def create_model_card(
         parameters=f"{model.num_parameters():,}",
         training_data=training_data or "Not documented.",
         license=f"`{license}`",
+        transformers_floor=MIN_TRANSFORMERS_VERSION,
         **_describe_tokens(config, processor),
     )
 
@@ -262,7 +268,10 @@ def push_to_hub(
     )
     repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     upload_file(
-        path_or_fileobj=str(card).encode(), path_in_repo="README.md", repo_id=repo_id, token=token,
+        path_or_fileobj=str(card).encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        token=token,
         commit_message="Add model card",
     )
     model.push_to_hub(repo_id, token=token, max_shard_size=max_shard_size)

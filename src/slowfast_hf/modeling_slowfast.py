@@ -1,17 +1,22 @@
 # Copyright 2026 The slowfast_hf Authors. Licensed under the Apache License, Version 2.0.
 """Slow-fast video language model: vision encoder -> projector -> slow/fast tokens -> decoder with hybrid layers."""
 
+import os
+import re
+from pathlib import Path
+
 import torch
 from einops import rearrange
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import is_torchdynamo_compiling
+from transformers.utils import is_torchdynamo_compiling, logging
 
-from .configuration_slowfast import SlowFastConfig
+from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
     SLOW_FAST_CONTEXT_KWARG,
     SlowFastAttentionContext,
@@ -26,19 +31,18 @@ from .token_builder import SlowFastTokenBuilder
 from .transformers_compat import CACHE_KWARG, resolve_cache_argument
 from .visual_inputs import (
     SlowFastVisualFeatures,
+    check_pixels,
+    check_visual_features,
     flatten_videos,
     gather_slow_tokens,
+    is_finite,
     place_fast_tokens,
     repeat_per_sample,
 )
 
+logger = logging.get_logger(__name__)
 
-def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
-    """Channels of the vision encoder's hidden state number `vision_feature_layer`."""
-    hidden_sizes = getattr(vision_config, "hidden_sizes", None)
-    if hidden_sizes:  # convolutional encoders: the embeddings output, then one output per stage
-        return [hidden_sizes[0], *hidden_sizes][vision_feature_layer]
-    return vision_config.hidden_size
+
 
 
 class SlowFastMultiModalProjector(nn.Module):
@@ -88,6 +92,26 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                             text_config,
                             module.config.init_cross_kv_from_lm,
                         )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, output_loading_info: bool = False, **kwargs):
+        try:
+            model, loading_info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except SafetensorError as error:  # safetensors' message names no file
+            unreadable = unreadable_safetensors(pretrained_model_name_or_path)
+            raise OSError(
+                f"Cannot load {pretrained_model_name_or_path}: {', '.join(unreadable) or 'a safetensors file'} is "
+                f"truncated or corrupt ({error})."
+            ) from error
+        _check_hybrid_weights_loaded(
+            model.config,
+            loading_info["unexpected_keys"],
+            loading_info["missing_keys"],
+            chosen="hybrid_layers" in kwargs,
+        )
+        return (model, loading_info) if output_loading_info else model
 
     def _activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, *args, **kwargs):
         if (activation_checkpointing_kwargs or {}).get("use_reentrant", False):
@@ -166,6 +190,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 )
         num_frames = pixel_values.shape[0]
         batch_size = self.config.vision_batch_size or num_frames
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`config.vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
         if batch_size >= num_frames:
             return self._encode_frames(pixel_values)
         first = self._encode_frames(pixel_values[:batch_size])
@@ -208,6 +234,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 The number of frames of each video.
         """
         frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
+        check_pixels(frames, "pixel_values_videos")
         frame_features = self.get_frame_features(frames)
         fast_tokens, slow_tokens = [], []
         for video in frame_features.split(num_frames):
@@ -218,8 +245,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
 
     def get_image_features(self, pixel_values: torch.Tensor) -> SlowFastVisualFeatures:
         """`pixel_values` (num_images, C, H, W): each image is a one-frame video."""
-        if pixel_values.ndim != 4:
-            raise ValueError(f"`pixel_values` must have shape (num_images, C, H, W), got {tuple(pixel_values.shape)}.")
+        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+            raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
+        check_pixels(pixel_values, "pixel_values")
         return self.get_video_features(pixel_values, [1] * pixel_values.shape[0])
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
@@ -261,6 +290,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of `input_ids` or `inputs_embeds`.")
+        _check_text_inputs(input_ids, inputs_embeds, attention_mask, self.config.text_config)
         if pixel_values is not None and image_features is not None:
             raise ValueError("Pass either `pixel_values` or `image_features`, not both.")
         if pixel_values_videos is not None and video_features is not None:
@@ -285,6 +315,11 @@ class SlowFastModel(SlowFastPreTrainedModel):
         is_prefill = not is_torchdynamo_compiling() and (cache is None or cache.get_seq_length() == 0)
         items = []  # (sample, first position, slow tokens) of every image and video
         for kind, features, mask in (("image", image_features, image_mask), ("video", video_features, video_mask)):
+            if features is not None and getattr(self.config, f"{kind}_token_id") is None:
+                raise ValueError(
+                    f"{kind.capitalize()}s were given but `config.{kind}_token_id` is not set, so their placeholders "
+                    f"cannot be found; set it to the id of the tokenizer's {kind} placeholder token."
+                )
             if features is None:
                 if is_prefill and mask.any():
                     raise ValueError(
@@ -418,6 +453,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
+            _check_labels(labels, outputs.last_hidden_state.shape[:2], self.config.text_config.vocab_size)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
@@ -430,6 +466,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        if not is_first_iteration and not kwargs.get("use_cache", True):
+            _check_no_generated_placeholder(args[0] if args else kwargs.get("input_ids"), self.config)
         if not is_first_iteration and kwargs.get("use_cache", True):
             # the prompt's images and videos live on in the cache (fast tokens' keys/values, slow keys/values)
             for key in ("video_num_frames", "image_features", "video_features"):
@@ -450,6 +488,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                 elif pixels is not None:
                     features = self.get_video_features(pixels, model_kwargs.pop("video_num_frames", None))
                 if features is not None:
+                    check_visual_features(features, kind, self.config.text_config.hidden_size)
                     mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
                     model_kwargs[f"{kind}_features"] = repeat_per_sample(features, mask, expand_size, kind)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
@@ -459,13 +498,18 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         cls,
         vision_model_name_or_path: str | PreTrainedModel,
         text_model_name_or_path: str | PreTrainedModel,
+        tokenizer=None,
         **config_kwargs,
     ) -> "SlowFastForConditionalGeneration":
         """
         Build a slow-fast model around an existing vision encoder and causal LM (Hub ids, local paths or loaded
         models), keeping their weights unchanged; the projector is new and the hybrid parameters start as DESIGN §2
         says. `config_kwargs` go to [`SlowFastConfig`] (strides, `hybrid_layers`, placeholder ids, ...).
+
+        The placeholder ids are required: pass `video_token_id` (and `image_token_id` for images), or a `tokenizer`
+        holding the tokens `<video>` (and `<image>`), whose ids are then used.
         """
+        config_kwargs.update(_placeholder_ids(tokenizer, config_kwargs))
         vision_model = _load_pretrained(vision_model_name_or_path, AutoModel, "vision_model_name_or_path")
         text_model = _load_pretrained(text_model_name_or_path, AutoModelForCausalLM, "text_model_name_or_path")
         if hasattr(vision_model, "vision_model") and hasattr(vision_model.config, "vision_config"):
@@ -495,6 +539,122 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         return model
 
 
+def unreadable_safetensors(folder) -> list[str]:
+    """The safetensors files of a local checkpoint folder whose header safetensors cannot read."""
+    unreadable = []
+    if isinstance(folder, (str, os.PathLike)) and os.path.isdir(folder):
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            try:
+                with safe_open(path, framework="pt"):
+                    pass
+            except SafetensorError:
+                unreadable.append(str(path))
+    return unreadable
+
+
+_CROSS_ATTENTION_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.self_attn\.cross_attn\.")
+
+
+def _check_hybrid_weights_loaded(config: SlowFastConfig, unexpected_keys, missing_keys, chosen: bool) -> None:
+    """
+    A checkpoint's trained cross-attention of layers that `config.hybrid_layers` does not make hybrid would be dropped
+    (Transformers only logs unexpected keys): refuse to load, as Transformers refuses weights of the wrong shape,
+    unless `hybrid_layers` was passed to `from_pretrained` (a deliberate choice, only warned about).
+    """
+    dropped = sorted({int(match[1]) for key in unexpected_keys if (match := _CROSS_ATTENTION_KEY.search(key))})
+    if not dropped:
+        return
+    not_loaded = {int(match[1]) for key in missing_keys if (match := _CROSS_ATTENTION_KEY.search(key))}
+    saved = sorted(set(dropped) | (set(config.hybrid_layers) - not_loaded))
+    message = (
+        f"The checkpoint holds trained hybrid cross-attention for decoder layers {dropped}, which `hybrid_layers` "
+        f"{config.hybrid_layers} does not make hybrid"
+    )
+    if chosen:
+        logger.warning(f"{message}: as `hybrid_layers` was passed, that cross-attention is left out.")
+        return
+    raise ValueError(
+        f"{message} (the checkpoint's config), so loading would drop it. Its hybrid layers are {saved}: set "
+        f'`"hybrid_layers": {saved}` in its config.json, or pass `hybrid_layers={saved}` to `from_pretrained`.'
+    )
+
+
+def _check_no_generated_placeholder(input_ids, config: SlowFastConfig) -> None:
+    """Without a cache every step re-reads the whole sequence, where a generated placeholder token has no video."""
+    if input_ids is None:
+        return
+    for kind in ("image", "video"):
+        token_id = getattr(config, f"{kind}_token_id")
+        if token_id is not None and (input_ids[:, -1] == token_id).any():
+            raise ValueError(
+                f"`generate` produced the {kind} placeholder token (id {token_id}); with `use_cache=False` every step "
+                f"re-reads the whole sequence, where a generated placeholder has no {kind} to stand for. Keep the "
+                f"cache (the default), or forbid the token with `suppress_tokens=[{token_id}]`."
+            )
+
+
+def _check_text_inputs(input_ids, inputs_embeds, attention_mask, text_config) -> None:
+    """
+    Refuse what the embedding, the masks and the cross-attention would reject obscurely (on GPUs, an out-of-range id
+    is a device-side assert). The checks that read tensor values are skipped under `torch.compile`.
+    """
+    check_values = not torch.compiler.is_compiling()
+    if input_ids is not None:
+        if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.is_floating_point():
+            given = f"{input_ids.dtype} of shape {tuple(input_ids.shape)}" if torch.is_tensor(input_ids) else None
+            raise ValueError(
+                "`input_ids` must be an integer tensor of shape (batch_size, sequence_length), got "
+                f"{given or type(input_ids).__name__}."
+            )
+        out_of_range = (input_ids < 0) | (input_ids >= text_config.vocab_size)
+        if check_values and out_of_range.any():
+            raise ValueError(
+                f"`input_ids` must be token ids in [0, {text_config.vocab_size}), got "
+                f"{sorted(set(input_ids[out_of_range].tolist()))[:5]}."
+            )
+        batch_size, length = input_ids.shape
+    else:
+        if not torch.is_tensor(inputs_embeds) or inputs_embeds.ndim != 3 or not inputs_embeds.is_floating_point():
+            raise ValueError(
+                "`inputs_embeds` must be a floating-point tensor of shape (batch_size, length, hidden_size)."
+            )
+        if inputs_embeds.shape[-1] != text_config.hidden_size:
+            raise ValueError(
+                f"`inputs_embeds` has width {inputs_embeds.shape[-1]} but the decoder's hidden_size is "
+                f"{text_config.hidden_size}."
+            )
+        if check_values and not is_finite(inputs_embeds):
+            raise ValueError("`inputs_embeds` holds non-finite values (inf or NaN).")
+        batch_size, length = inputs_embeds.shape[:2]
+    if (
+        torch.is_tensor(attention_mask)
+        and attention_mask.ndim == 2
+        and (attention_mask.shape[0] != batch_size or attention_mask.shape[1] < length)
+    ):
+        raise ValueError(
+            f"`attention_mask` of shape {tuple(attention_mask.shape)} does not fit the {batch_size} sequences of "
+            f"{length} tokens: it must be (batch_size, past + new tokens)."
+        )
+
+
+def _check_labels(labels, sequence_shape, vocab_size: int, ignore_index: int = -100) -> None:
+    """`labels` must be (batch_size, sequence_length) token ids of the vocabulary, or `ignore_index`."""
+    if not torch.is_tensor(labels) or labels.dtype not in (torch.int64, torch.int32):
+        description = labels.dtype if torch.is_tensor(labels) else type(labels).__name__
+        raise ValueError(f"`labels` must be an integer (torch.long) tensor, got {description}.")
+    if tuple(labels.shape) != tuple(sequence_shape):
+        raise ValueError(
+            f"`labels` must have the input's shape (batch_size, sequence_length) = {tuple(sequence_shape)}, got "
+            f"{tuple(labels.shape)}."
+        )
+    invalid = (labels != ignore_index) & ((labels < 0) | (labels >= vocab_size))
+    if not torch.compiler.is_compiling() and invalid.any():
+        raise ValueError(
+            f"`labels` must be token ids in [0, {vocab_size}) or {ignore_index} (no loss), got "
+            f"{sorted(set(labels[invalid].tolist()))[:5]}."
+        )
+
+
 def _check_plain_logits(text_config) -> None:
     """The LM head here is a plain Linear; refuse decoders whose causal LM rescales or soft-caps its logits."""
     postprocessing = {
@@ -508,6 +668,32 @@ def _check_plain_logits(text_config) -> None:
             f"{text_config.model_type} post-processes its logits ({changed}), which the slow-fast LM head does not "
             "reproduce; this decoder family is not supported."
         )
+
+
+def _placeholder_ids(tokenizer, config_kwargs: dict) -> dict[str, int]:
+    """The placeholder ids `from_vision_text_pretrained` was given, or those of the tokenizer's `<video>`/`<image>`."""
+    if tokenizer is None:
+        if config_kwargs.get("video_token_id") is None:
+            raise ValueError(
+                "`video_token_id` is required: pass the id of the tokenizer's video placeholder token (and "
+                "`image_token_id` for images), or pass `tokenizer=` holding `<video>` (and `<image>`); add them with "
+                '`tokenizer.add_special_tokens({"extra_special_tokens": ["<video>", "<image>"]})`.'
+            )
+        return {}
+    ids = {}
+    for name, token in (("video_token_id", "<video>"), ("image_token_id", "<image>")):
+        if config_kwargs.get(name) is not None:
+            continue
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is not None and token_id != tokenizer.unk_token_id:
+            ids[name] = token_id
+        elif name == "video_token_id":
+            raise ValueError(
+                f"`tokenizer` has no {token} token to take `video_token_id` from; add it with "
+                '`tokenizer.add_special_tokens({"extra_special_tokens": ["<video>", "<image>"]})` (and make sure the '
+                "decoder's embedding has a row for it), or pass `video_token_id`."
+            )
+    return ids
 
 
 def _load_pretrained(model_or_path, auto_class, argument: str) -> PreTrainedModel:

@@ -25,19 +25,30 @@ cross-attention parameters, and a LoRA configuration for the decoder.
 `examples/train.py` does the same from the command line.
 """
 
+import json
+import os
+import pickle
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import Trainer, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME  # the file `Trainer` writes last into a checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 
 from .hybrid_attention import decoder_layers
 from .training_data import SlowFastDataCollator, VideoConversationDataset, annotation_to_messages, load_annotations
 
 if TYPE_CHECKING:
     from peft import LoraConfig
+
+logger = logging.get_logger(__name__)
 
 FreezePreset = Literal["projector_and_hybrid", "decoder", "all"]
 FREEZE_PRESETS: tuple[str, ...] = get_args(FreezePreset)
@@ -135,7 +146,11 @@ def decoder_lora_config(
     try:
         from peft import LoraConfig
     except ImportError as error:
-        raise ImportError("`decoder_lora_config` needs PEFT: `pip install peft`.") from error
+        raise ImportError(
+            '`decoder_lora_config` needs PEFT: `pip install peft`, or the training extra `pip install -e ".[train]"`.'
+        ) from error
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"`r` (the LoRA rank) must be an integer >= 1, got {r!r}.")
     for name in ("target_modules", "modules_to_save"):
         if name in lora_kwargs:
             raise ValueError(f"`{name}` is set by `decoder_lora_config`; build a `LoraConfig` yourself to change it.")
@@ -206,6 +221,10 @@ class SlowFastTrainer(Trainer):
 
     A training batch that reaches no trainable parameter (text only, with the `"projector_and_hybrid"` preset) gets
     zero gradients instead of failing in `backward`.
+
+    `train(resume_from_checkpoint=True)` resumes from the newest *complete* checkpoint of `args.output_dir` (one that
+    holds a readable `trainer_state.json`, which `Trainer` writes last), skipping one half-written by a run killed
+    while saving; a checkpoint whose files cannot be read fails with an error naming the file.
     """
 
     def __init__(self, *args, **kwargs):
@@ -223,6 +242,21 @@ class SlowFastTrainer(Trainer):
                 "`hybrid_learning_rate` is set but the DeepSpeed config defines its own optimizer, which would not "
                 "see it; remove the `optimizer` section of the DeepSpeed config."
             )
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+        elif isinstance(resume_from_checkpoint, (str, os.PathLike)):
+            _check_checkpoint_complete(Path(resume_from_checkpoint))
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with _naming_unreadable_files(resume_from_checkpoint, "model weights"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        with _naming_unreadable_files(checkpoint, "optimizer or scheduler state (optimizer.pt, scheduler.pt)"):
+            return super()._load_optimizer_and_scheduler(checkpoint)
 
     @property
     def _hybrid_learning_rate(self) -> float | None:
@@ -246,6 +280,65 @@ class SlowFastTrainer(Trainer):
             # gradient all-reduce of the other processes) still runs, with zero gradients.
             loss = loss + sum(parameter.sum() * 0.0 for parameter in model.parameters() if parameter.requires_grad)
         return (loss, result[1]) if return_outputs else loss
+
+
+def _checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why `checkpoint` is not a complete Trainer checkpoint, or None."""
+    state = checkpoint / TRAINER_STATE_NAME
+    if not state.is_file():
+        return f"it has no {TRAINER_STATE_NAME} (the file Trainer writes last: the save was interrupted)"
+    try:
+        json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return f"its {TRAINER_STATE_NAME} is not valid JSON (the save was interrupted)"
+    return None
+
+
+def _check_checkpoint_complete(checkpoint: Path) -> None:
+    if not checkpoint.is_dir():
+        raise FileNotFoundError(f"`resume_from_checkpoint` {str(checkpoint)!r} is not a folder.")
+    if problem := _checkpoint_problem(checkpoint):
+        raise ValueError(f"`resume_from_checkpoint` {str(checkpoint)!r} is not a complete checkpoint: {problem}.")
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str:
+    """
+    The newest complete `checkpoint-N` folder of `output_dir` (see [`SlowFastTrainer`]): newer, incomplete ones are
+    skipped with a warning. Raises when there is none.
+    """
+    folder = Path(output_dir)
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    steps = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if (match := pattern.match(path.name)) and path.is_dir():
+                steps[path] = int(match[1])
+    for checkpoint in sorted(steps, key=steps.get, reverse=True):
+        problem = _checkpoint_problem(checkpoint)
+        if problem is None:
+            return str(checkpoint)
+        logger.warning(f"Not resuming from {checkpoint}: {problem}.")
+    raise ValueError(
+        f"`resume_from_checkpoint=True` but `output_dir` {str(folder)!r} holds no complete checkpoint "
+        f"({len(steps)} incomplete `{PREFIX_CHECKPOINT_DIR}-N` folders)."
+    )
+
+
+@contextmanager
+def _naming_unreadable_files(checkpoint, what: str):
+    """Turn the errors of reading a truncated or corrupt checkpoint file into one that names the checkpoint."""
+    try:
+        yield
+    except (SafetensorError, pickle.UnpicklingError, EOFError) as error:
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: its {what} cannot be read (truncated or corrupt?): {error}"
+        ) from error
+    except RuntimeError as error:
+        if "PytorchStreamReader" not in str(error):  # torch.load of a truncated zip archive
+            raise
+        raise ValueError(
+            f"Cannot resume from {checkpoint}: its {what} cannot be read (truncated or corrupt?): {error}"
+        ) from error
 
 
 def split_hybrid_parameter_groups(optimizer: torch.optim.Optimizer, model: nn.Module, learning_rate: float) -> None:
@@ -289,6 +382,7 @@ __all__ = [
     "decoder_lora_config",
     "freeze_for_training",
     "is_hybrid_parameter",
+    "last_complete_checkpoint",
     "load_annotations",
     "split_hybrid_parameter_groups",
 ]

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from .processing_slowfast import SlowFastProcessor
 
 ROLES = {"human": "user", "gpt": "assistant"}
+PROCESSOR_PLACEHOLDERS = ("<video>", "<image>")  # what the processor expands into fast-token placeholders
 
 
 def load_annotations(annotation_file: str | os.PathLike) -> list[dict]:
@@ -98,6 +99,14 @@ def annotation_to_messages(
             )
     if conversations[-1]["from"] != "gpt":
         raise ValueError(f'{name}: `conversations` ends with a "human" turn that has no "gpt" reply to learn.')
+    for turn_index, turn in enumerate(conversations):
+        for placeholder in PROCESSOR_PLACEHOLDERS:
+            if placeholder != video_placeholder and placeholder in turn["value"]:
+                raise ValueError(
+                    f"{name}: `conversations[{turn_index}]` holds {placeholder!r}, which the processor would expand "
+                    f"into placeholders of a visual input this entry does not give; only {video_placeholder!r} marks "
+                    "the video. Remove it from the text."
+                )
 
     counts = [turn["value"].count(video_placeholder) for turn in conversations]
     video = entry.get("video")

@@ -2,6 +2,7 @@
 """Bookkeeping of visual inputs: video layouts, placing fast tokens at their placeholders, per-sample slow tokens."""
 
 from dataclasses import dataclass
+from itertools import accumulate, pairwise
 
 import torch
 from torch import nn
@@ -29,6 +30,13 @@ def flatten_videos(pixel_values_videos: torch.Tensor, video_num_frames) -> tuple
         num_frames = video_num_frames.tolist() if torch.is_tensor(video_num_frames) else list(video_num_frames)
         if not num_frames or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in num_frames):
             raise ValueError(f"`video_num_frames` must be a non-empty list of integer counts >= 1, got {num_frames}.")
+    if not torch.is_tensor(pixel_values_videos):
+        raise ValueError(f"`pixel_values_videos` must be a torch.Tensor, got {type(pixel_values_videos).__name__}.")
+    if pixel_values_videos.ndim in (4, 5) and 0 in pixel_values_videos.shape[:-3]:
+        raise ValueError(
+            "`pixel_values_videos` must hold at least one video of at least one frame, got shape "
+            f"{tuple(pixel_values_videos.shape)}."
+        )
     if pixel_values_videos.ndim == 5:
         num_videos, max_frames = pixel_values_videos.shape[:2]
         if video_num_frames is None:
@@ -56,19 +64,75 @@ def flatten_videos(pixel_values_videos: torch.Tensor, video_num_frames) -> tuple
     )
 
 
-def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualFeatures, kind: str):
-    """Scatter each item's fast tokens into its run of placeholders; return the embeddings and, per item,
-    (sample index, first placeholder position, slow tokens)."""
+def check_pixels(pixels: torch.Tensor, argument: str) -> None:
+    """Refuse pixels the vision encoder would silently misread: not floating point (raw `uint8` frames) or not
+    finite (one `inf` turns every logit into NaN)."""
+    if not torch.is_tensor(pixels):
+        raise ValueError(f"`{argument}` must be a torch.Tensor, got {type(pixels).__name__}.")
+    if not pixels.is_floating_point():
+        raise ValueError(
+            f"`{argument}` must be floating-point pixels, rescaled and normalised as the processor makes them, got "
+            f"dtype {pixels.dtype}; pass raw frames through the processor (`SlowFastProcessor` / "
+            "`SlowFastVideoProcessor`) first."
+        )
+    if not is_finite(pixels):
+        raise ValueError(f"`{argument}` holds {int((~torch.isfinite(pixels)).sum())} non-finite values (inf or NaN).")
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, without a tensor-sized temporary (the min and max propagate inf and NaN)."""
+    return tensor.numel() == 0 or bool(torch.isfinite(torch.stack(torch.aminmax(tensor))).all())
+
+
+def check_visual_features(features, kind: str, hidden_size: int) -> None:
+    """Refuse `image_features` / `video_features` that are not what `get_{kind}_features` returns for this model."""
+    argument = f"`{kind}_features`"
     if (
         not isinstance(features, SlowFastVisualFeatures)
         or features.fast_tokens is None
         or features.slow_tokens is None
     ):
-        raise ValueError(f"`{kind}_features` must be a SlowFastVisualFeatures from `get_{kind}_features`.")
+        raise ValueError(f"{argument} must be a SlowFastVisualFeatures from `get_{kind}_features`.")
     if len(features.fast_tokens) != len(features.slow_tokens):
         raise ValueError(
-            f"`{kind}_features` has {len(features.fast_tokens)} fast and {len(features.slow_tokens)} slow entries."
+            f"{argument} has {len(features.fast_tokens)} fast and {len(features.slow_tokens)} slow entries."
         )
+    if not features.fast_tokens:
+        raise ValueError(f"{argument} holds no {kind}: its `fast_tokens` and `slow_tokens` are empty lists.")
+    for part in ("fast_tokens", "slow_tokens"):
+        for index, tokens in enumerate(getattr(features, part)):
+            where = f"{argument}.{part}[{index}]"
+            if not torch.is_tensor(tokens) or tokens.ndim != 2 or tokens.shape[0] == 0:
+                shape = tuple(tokens.shape) if torch.is_tensor(tokens) else type(tokens).__name__
+                raise ValueError(f"{where} must be a (num_tokens >= 1, hidden_size) tensor, got {shape}.")
+            if tokens.shape[1] != hidden_size:
+                raise ValueError(
+                    f"{where} has width {tokens.shape[1]} but this model's decoder has hidden_size {hidden_size}; "
+                    f"compute the features with this model's `get_{kind}_features`."
+                )
+            if not tokens.is_floating_point() or not is_finite(tokens):
+                raise ValueError(f"{where} must hold finite floating-point values (dtype {tokens.dtype}).")
+
+
+def _placeholder_runs(positions: list[list[int]]) -> list[int]:
+    """Indices into `positions` ((sample, position) pairs in reading order) where a run of consecutive placeholders
+    starts."""
+    return [
+        index
+        for index, (sample, position) in enumerate(positions)
+        if index == 0 or positions[index - 1] != [sample, position - 1]
+    ]
+
+
+def _run_lengths(positions: list[list[int]]) -> list[int]:
+    starts = _placeholder_runs(positions) + [len(positions)]
+    return [end - start for start, end in pairwise(starts)]
+
+
+def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualFeatures, kind: str):
+    """Scatter each item's fast tokens into its run of placeholders; return the embeddings and, per item,
+    (sample index, first placeholder position, slow tokens)."""
+    check_visual_features(features, kind, inputs_embeds.shape[-1])
     counts = [fast.shape[0] for fast in features.fast_tokens]
     positions = placeholder_mask.nonzero().tolist()  # [(sample, position)] in reading order
     if len(positions) != sum(counts):
@@ -77,15 +141,19 @@ def place_fast_tokens(inputs_embeds, placeholder_mask, features: SlowFastVisualF
             f"{sum(counts)} fast tokens ({counts} per {kind}); build the text with the processor so each {kind} "
             "placeholder is expanded to its fast-token count."
         )
-    items, start = [], 0
-    for count, slow in zip(counts, features.slow_tokens):
-        (sample, first), (last_sample, _) = positions[start], positions[start + count - 1]
-        if sample != last_sample:
-            raise ValueError(
-                f"A {kind}'s {count} placeholder tokens are split between samples {sample} and {last_sample}."
-            )
-        items.append((sample, first, slow))
-        start += count
+    # Every run of consecutive placeholders must hold whole items (several adjacent items may share one run): an
+    # item split by text, or runs whose lengths do not follow the items' counts (swapped videos), is refused.
+    item_starts = [0, *accumulate(counts[:-1])]
+    stray_runs = sorted(set(_placeholder_runs(positions)) - set(item_starts))
+    if stray_runs:
+        sample, position = positions[stray_runs[0]]
+        runs = _run_lengths(positions)
+        raise ValueError(
+            f"The text's {kind} placeholder runs have lengths {runs} but the {len(counts)} {kind}(s) give {counts} "
+            f"fast tokens, in that order: the run at sample {sample}, position {position} does not start a {kind}. "
+            f"Each {kind}'s placeholders must be one unbroken run, in the order of the {kind}s."
+        )
+    items = [(*positions[start], slow) for start, slow in zip(item_starts, features.slow_tokens)]
     fast = torch.cat(features.fast_tokens).to(inputs_embeds.device, inputs_embeds.dtype)
     inputs_embeds = inputs_embeds.masked_scatter(placeholder_mask[..., None].to(inputs_embeds.device), fast)
     return inputs_embeds, items
@@ -128,4 +196,12 @@ def repeat_per_sample(features: SlowFastVisualFeatures, placeholder_mask, expand
     return SlowFastVisualFeatures(fast_tokens=fast_tokens, slow_tokens=slow_tokens)
 
 
-__all__ = ["SlowFastVisualFeatures", "flatten_videos", "gather_slow_tokens", "place_fast_tokens", "repeat_per_sample"]
+__all__ = [
+    "SlowFastVisualFeatures",
+    "check_pixels",
+    "check_visual_features",
+    "flatten_videos",
+    "gather_slow_tokens",
+    "place_fast_tokens",
+    "repeat_per_sample",
+]
