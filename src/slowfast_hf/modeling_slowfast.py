@@ -62,6 +62,14 @@ def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
     return vision_config.hidden_size
 
 
+def set_layer_norm_eps(module: nn.Module, eps: float) -> None:
+    """Make every `nn.LayerNorm` (and subclass, e.g. `ConvNextLayerNorm`) inside `module` use `eps`: they read
+    `self.eps` at every call, so the encoder's own modeling code runs unchanged."""
+    for submodule in module.modules():
+        if isinstance(submodule, nn.LayerNorm):
+            submodule.eps = eps
+
+
 class SlowFastMultiModalProjector(nn.Module):
     """Vision features -> LLM width: `linear`, or `mlp2x_gelu` (Linear, GELU, Linear)."""
 
@@ -144,6 +152,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
     def __init__(self, config: SlowFastConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
+        if config.vision_layer_norm_eps is not None:
+            set_layer_norm_eps(self.vision_tower, config.vision_layer_norm_eps)
         self.multi_modal_projector = SlowFastMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         add_hybrid_layers(
@@ -311,6 +321,12 @@ class SlowFastModel(SlowFastPreTrainedModel):
             inputs_embeds, placed = place_fast_tokens(inputs_embeds, mask, features, kind)
             items += placed
 
+        if slow_key_values is not None and not self.config.cross_attn_generated_tokens:
+            raise ValueError(
+                "`slow_key_values` were given, but this model's later tokens do not cross-attend "
+                "(`config.cross_attn_generated_tokens=False`, the released models' behaviour): only the forward pass "
+                "that receives the images or videos uses their slow tokens."
+            )
         if items:
             if slow_key_values is not None:
                 raise ValueError(
@@ -338,6 +354,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 f"{type(self.language_model).__name__}'s decoder layers do not pass `**kwargs` on to their attention, "
                 "so this decoder family cannot carry hybrid layers."
             )
+        if not self.config.cross_attn_generated_tokens:
+            slow_key_values = None  # later steps never read them: let them be freed with this pass
         return SlowFastModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
@@ -498,6 +516,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         )
         with torch.device("meta"):
             model = cls(config)
+        if config.vision_layer_norm_eps is not None:
+            set_layer_norm_eps(vision_model, config.vision_layer_norm_eps)
         model.model.vision_tower = vision_model
         model.model.language_model = add_hybrid_layers(
             decoder, config.hybrid_layers, config.cross_attn_gate, config.init_cross_kv_from_lm
