@@ -31,6 +31,8 @@ SHARED_SETTINGS = (
     "fast_temporal_stride",
     "fast_spatial_stride",
     "min_fast_frames",
+    "fast_frame_remainder",
+    "spatial_pool_remainder",
     "video_token_id",
     "image_token_id",
 )

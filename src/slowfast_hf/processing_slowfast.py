@@ -151,7 +151,9 @@ class SlowFastProcessor(ProcessorMixin):
         placeholders = sum(sample.count(self.video_token) for sample in samples)
         if videos is None:
             if placeholders:
-                raise ValueError(f"The text holds {placeholders} {self.video_token} placeholders but no videos were passed.")
+                raise ValueError(
+                    f"The text holds {placeholders} {self.video_token} placeholders but no videos were passed."
+                )
             return
         num_videos = len(flatten_video_list(videos))
         if placeholders != num_videos:

@@ -17,8 +17,6 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
 
 
-
-
 def _pooled_size(size: int, stride: int, remainder: str) -> int:
     return math.ceil(size / stride) if remainder == "partial" else size // stride
 
@@ -133,7 +131,7 @@ class SlowFastTokenBuilder:
         slow_grid = _pooled_size(height, stride, remainder), _pooled_size(width, stride, remainder)
         if min(slow_grid) < 1:
             raise ValueError(
-                f"A {height}x{width} feature grid is smaller than `slow_spatial_stride` {stride}: no slow token is left."
+                f"A {height}x{width} feature grid is smaller than `slow_spatial_stride` {stride}: no slow token left."
             )
         return slow_grid
 
@@ -145,7 +143,10 @@ class SlowFastTokenBuilder:
         """How many placeholder tokens a `num_frames`-frame video (or an image, `num_frames=1`) takes in the text."""
         slow_height, slow_width = self.slow_grid(num_frames, height, width)
         stride, remainder = self.fast_spatial_stride, self.spatial_pool_remainder
-        fast_height, fast_width = _pooled_size(slow_height, stride, remainder), _pooled_size(slow_width, stride, remainder)
+        fast_height, fast_width = (
+            _pooled_size(slow_height, stride, remainder),
+            _pooled_size(slow_width, stride, remainder),
+        )
         return self.num_fast_frames(num_frames) * fast_height * fast_width
 
     def __call__(self, frame_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -260,7 +260,9 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
             if self.crop_size is not None:
                 crop = (self.crop_size["height"], self.crop_size["width"])
                 if crop[0] > frame.shape[0] or crop[1] > frame.shape[1]:
-                    raise ValueError(f"`crop_size` {self.crop_size} is larger than the resized frames {frame.shape[:2]}.")
+                    raise ValueError(
+                        f"`crop_size` {self.crop_size} is larger than the resized frames {frame.shape[:2]}."
+                    )
                 frame = center_crop(frame, crop, input_data_format=ChannelDimension.LAST)
             if do_rescale:
                 frame = rescale(frame, rescale_factor, input_data_format=ChannelDimension.LAST)
