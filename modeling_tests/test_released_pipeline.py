@@ -374,3 +374,25 @@ def test_layer_norm_eps_also_under_remote_code(converted, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["module"].startswith("transformers_modules.") and report["eps"] == [1e-5]
+
+
+def test_released_settings_are_validated():
+    from conftest import tiny_slowfast_config
+
+    from slowfast_hf import SlowFastTokenBuilder, SlowFastVideoProcessor
+
+    for name, value in (
+        ("fast_frame_remainder", "truncate"),
+        ("spatial_pool_remainder", "ceil"),
+        ("cross_attn_generated_tokens", "no"),
+        ("vision_layer_norm_eps", 0),
+    ):
+        with pytest.raises(ValueError, match=f"`{name}` must be"):
+            tiny_slowfast_config(**{name: value})
+    with pytest.raises(ValueError, match="`fast_frame_remainder` must be one of"):
+        SlowFastTokenBuilder(fast_frame_remainder="truncate")
+    with pytest.raises(ValueError, match="smaller than `slow_spatial_stride` 2"):
+        SlowFastTokenBuilder(spatial_pool_remainder="drop").num_fast_tokens(4, 1, 1)
+    for name, value in (("frame_sampling", "middle"), ("resize_backend", "cv2"), ("do_rescale", 1)):
+        with pytest.raises(ValueError, match=f"`{name}` must be"):
+            SlowFastVideoProcessor(**{name: value})
