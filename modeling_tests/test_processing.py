@@ -159,6 +159,16 @@ def test_per_call_rescale_and_already_scaled_frames(caplog):
         video_processor(uint8_frames, rescale_factor=0)
 
 
+def test_processor_passes_sampling_and_rescale_arguments_on(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    scaled = np.full((11, IMAGE_SIZE, IMAGE_SIZE, 3), 0.2, dtype=np.float32)
+    batch = processor(text=["<video>"], videos=[scaled], do_rescale=False, do_sample_frames=False, return_tensors="pt")
+    assert batch["video_num_frames"].tolist() == [11]
+    torch.testing.assert_close(batch["pixel_values_videos"], torch.full_like(batch["pixel_values_videos"], -0.6))
+    batch = processor(text=["<image>"], images=[scaled[0]], do_rescale=False, return_tensors="pt")
+    torch.testing.assert_close(batch["pixel_values"], torch.full_like(batch["pixel_values"], -0.6))
+
+
 def test_processor_accepts_paths_bytes_and_file_objects(tiny_tokenizer, video_files):
     from video_fixtures import frame_indices_of
 
