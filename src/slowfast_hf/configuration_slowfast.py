@@ -56,7 +56,9 @@ class SlowFastConfig(PreTrainedConfig):
             videos) cross-attend to the slow tokens, as every text token mathematically can. `False` is the released
             models' behaviour (their `generate` resets the new tokens' types, so only the prompt's text tokens get the
             cross term; their published numbers were produced this way): the slow keys/values are then used only by
-            the forward pass that receives the images/videos and are not returned for later steps.
+            the forward pass that receives the images/videos and are not returned for later steps. (This assumes a
+            cache, `generate`'s default: with `use_cache=False` every step is a full forward with the images/videos,
+            in which all text tokens, generated ones included, cross-attend.)
         init_cross_kv_from_lm (`bool`, *optional*, defaults to `True`):
             Initialise the slow-token key/value projection from the layer's own `[Wk; Wv]`.
         slow_spatial_stride (`int`, *optional*, defaults to 2):
