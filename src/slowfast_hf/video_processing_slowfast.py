@@ -179,15 +179,14 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
             num_frames = DEFAULT_NUM_FRAMES
         is_encoded = is_encoded_video(video)
         if is_encoded and num_frames is not None and self.frame_sampling == "linspace":
-            requested = []
 
             def linspace_indices(total_frames: int) -> np.ndarray:
-                requested.append(sample_frame_indices(total_frames, num_frames, "linspace"))
-                return requested[0]
+                return sample_frame_indices(total_frames, num_frames, "linspace")
 
             decoded = read_video(video, sample_indices_fn=linspace_indices)
-            # each decoded frame once, in order: repeat them as the sample asks
-            frames = decoded.frames[np.searchsorted(decoded.frame_indices, requested[0])]
+            # each frame is decoded once: repeat it as often as the sample takes it
+            requested = linspace_indices(decoded.info.num_frames)
+            frames = decoded.frames[np.searchsorted(decoded.frame_indices, requested)]
             return rearrange(torch.from_numpy(frames), "t h w c -> t c h w")
         if is_encoded:
             decoded = read_video(
