@@ -396,3 +396,39 @@ def test_released_settings_are_validated():
     for name, value in (("frame_sampling", "middle"), ("resize_backend", "cv2"), ("do_rescale", 1)):
         with pytest.raises(ValueError, match=f"`{name}` must be"):
             SlowFastVideoProcessor(**{name: value})
+
+
+def released_lmms_eval_indices(path, num_frames):
+    """`read_video_pyav2` of the released lmms-eval adapter, as its evaluation scripts call it (`target_fps=2`):
+    `get_frame_indices(stream.frames, stream.average_rate, 2, N)`."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        total, fps = stream.frames, stream.average_rate
+    sample_fps = max(round(fps / 2), 1)
+    frame_idx = list(range(0, total, sample_fps))
+    if len(frame_idx) < num_frames:
+        return frame_idx
+    scale = 1.0 * len(frame_idx) / num_frames
+    return [frame_idx[round((i + 1) * scale - 1)] for i in range(num_frames)]
+
+
+def test_lmms_eval_frame_sampling(converted, long_video):
+    """`frame_sampling="lmms_eval_pyav"`: the frames of the released evaluation scripts (a 3-minute clip and the
+    23-frame one, which has fewer 2-fps frames than asked for)."""
+    from video_fixtures import frame_indices_of
+
+    video_processor = copy.deepcopy(converted["processor"].video_processor)
+    video_processor.frame_sampling = "lmms_eval_pyav"
+    video_processor.size = {"height": long_video.height, "width": long_video.width}
+    video_processor.crop_size = None
+    video_processor.resize_backend = "torch"
+    video_processor.do_rescale, video_processor.image_mean, video_processor.image_std = False, [0] * 3, [1] * 3
+    for path, num_frames in ((long_video.path, 16), (converted["video"], NUM_FRAMES)):
+        if path == converted["video"]:
+            video_processor.size = {"height": VIDEO_HEIGHT, "width": VIDEO_WIDTH}
+        video_processor.num_frames = num_frames
+        pixels = video_processor(path, return_tensors="pt")["pixel_values_videos"]
+        frames = pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        assert frame_indices_of(frames).tolist() == released_lmms_eval_indices(path, num_frames)
+    with pytest.raises(ValueError, match="needs the frame rate"):
+        video_processor(np.zeros((4, 8, 8, 3), dtype=np.uint8))

@@ -14,7 +14,7 @@ from transformers.image_transforms import center_crop, get_resize_output_image_s
 from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.video_processing_utils import VideoProcessorMixin
 
-from .video_reading import read_video
+from .video_reading import probe_video, read_video
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESAMPLE_MODES = ("bicubic", "bilinear", "nearest")
-FRAME_SAMPLINGS = ("uniform", "linspace")
+FRAME_SAMPLINGS = ("uniform", "linspace", "lmms_eval_pyav")
+LMMS_EVAL_TARGET_FPS = 2  # the released lmms-eval adapter's default `fps`, which its evaluation scripts keep
 RESIZE_BACKENDS = ("torch", "pil")
 DEFAULT_NUM_FRAMES = 64  # frames per video when neither `num_frames` nor `fps` is set (the released 64-frame model)
 _PIL_RESAMPLE = {
@@ -32,16 +33,27 @@ _PIL_RESAMPLE = {
 }
 
 
-def sample_frame_indices(total_frames: int, num_frames: int, frame_sampling: str = "uniform") -> np.ndarray:
+def sample_frame_indices(
+    total_frames: int, num_frames: int, frame_sampling: str = "uniform", video_fps: float | None = None
+) -> np.ndarray:
     """
     Which of `total_frames` frames a `num_frames`-frame sample takes:
       - `"uniform"`: the first frame of each of `num_frames` equal segments, `i * total_frames // num_frames` (what
         `read_video(num_frames=...)` picks at a constant frame rate); every frame once when the video is shorter.
       - `"linspace"`: `np.linspace(0, total_frames - 1, num_frames, dtype=int)`, first and last frame included, frames
-        repeated up to `num_frames` when the video is shorter (the released models' inference).
+        repeated up to `num_frames` when the video is shorter (the released demo and inference script).
+      - `"lmms_eval_pyav"`: the released evaluation scripts' PyAV reader (needs the video's `video_fps`): every
+        `max(round(video_fps / 2), 1)`-th frame (2 frames per second), then, if that is more than `num_frames`, the
+        `round((i + 1) * k / num_frames - 1)`-th of those `k` frames.
     """
     if frame_sampling == "linspace":
         return np.linspace(0, total_frames - 1, num_frames, dtype=int)
+    if frame_sampling == "lmms_eval_pyav":
+        strided = np.arange(0, total_frames, max(round(video_fps / LMMS_EVAL_TARGET_FPS), 1))
+        if len(strided) < num_frames:
+            return strided
+        scale = len(strided) / num_frames
+        return strided[[round((i + 1) * scale - 1) for i in range(num_frames)]]
     if num_frames >= total_frames:
         return np.arange(total_frames)
     return np.arange(num_frames) * total_frames // num_frames
@@ -75,7 +87,8 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
         do_sample_frames (`bool`, *optional*, defaults to `True`): `False` keeps every frame (arrays as given,
             files fully decoded).
         frame_sampling (`str`, *optional*, defaults to `"uniform"`): how `num_frames` frames are chosen, the same
-            rule for files and arrays, see [`sample_frame_indices`]; `"linspace"` is the released models' rule.
+            rule for files and arrays, see [`sample_frame_indices`]; `"linspace"` is the released models' inference
+            rule, `"lmms_eval_pyav"` that of their evaluation scripts (files only: it needs the frame rate).
         approximate_seek (`bool`, *optional*, defaults to `False`): decode the nearest keyframes instead of the exact
             frames (much faster on long videos, approximate timestamps).
     """
@@ -178,14 +191,15 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
         elif num_frames is None and fps is None:
             num_frames = DEFAULT_NUM_FRAMES
         is_encoded = is_encoded_video(video)
-        if is_encoded and num_frames is not None and self.frame_sampling == "linspace":
+        if is_encoded and num_frames is not None and self.frame_sampling != "uniform":
+            video_fps = probe_video(video).average_fps if self.frame_sampling == "lmms_eval_pyav" else None
 
-            def linspace_indices(total_frames: int) -> np.ndarray:
-                return sample_frame_indices(total_frames, num_frames, "linspace")
+            def indices(total_frames: int) -> np.ndarray:
+                return sample_frame_indices(total_frames, num_frames, self.frame_sampling, video_fps)
 
-            decoded = read_video(video, sample_indices_fn=linspace_indices)
+            decoded = read_video(video, sample_indices_fn=indices)
             # each frame is decoded once: repeat it as often as the sample takes it
-            requested = linspace_indices(decoded.info.num_frames)
+            requested = indices(decoded.info.num_frames)
             frames = decoded.frames[np.searchsorted(decoded.frame_indices, requested)]
             return rearrange(torch.from_numpy(frames), "t h w c -> t c h w")
         if is_encoded:
@@ -197,6 +211,10 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
         if fps is not None:
             raise ValueError(
                 "`fps` sampling needs timestamps: pass a path, bytes or file object, or use `num_frames`."
+            )
+        if num_frames is not None and self.frame_sampling == "lmms_eval_pyav":
+            raise ValueError(
+                '`frame_sampling="lmms_eval_pyav"` needs the frame rate: pass a path, bytes or file object.'
             )
         if num_frames is not None:
             frames = frames[torch.from_numpy(sample_frame_indices(frames.shape[0], num_frames, self.frame_sampling))]
