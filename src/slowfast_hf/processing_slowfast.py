@@ -105,6 +105,8 @@ class SlowFastProcessor(ProcessorMixin):
         `video_processor`, a default one at the vision encoder's frame size; a given one must produce that size when
         the encoder takes a fixed size (ViT-style encoders; convolutional ones take any size).
         """
+        if tokenizer is None:
+            raise ValueError("`tokenizer` is required: the placeholder ids come from it.")
         vision_config = config.vision_config
         is_convolutional = bool(getattr(vision_config, "hidden_sizes", None))
         patch_size = 32 if is_convolutional else vision_config.patch_size
