@@ -174,7 +174,7 @@ def test_processor_accepts_paths_bytes_and_file_objects(tiny_tokenizer, video_fi
 
     encoded = video_files.h264_mp4
     video_processor = SlowFastVideoProcessor(
-        size={"height": encoded.height, "width": encoded.width}, **RAW_PIXELS, num_frames=4
+        size={"height": encoded.height, "width": encoded.width}, **RAW_PIXELS, num_frames=4, apply_rotation=False
     )
     processor = SlowFastProcessor(video_processor, tiny_tokenizer, patch_size=PATCH_SIZE, fast_temporal_stride=2)
     expected = [i * encoded.num_frames // 4 for i in range(4)]
@@ -185,6 +185,22 @@ def test_processor_accepts_paths_bytes_and_file_objects(tiny_tokenizer, video_fi
             assert frame_indices_of(frames).tolist() == expected, type(source)
     with pytest.raises(ValueError, match="1 <video> placeholders but 2 videos"):
         processor(text=["look: <video> now"], videos=[encoded.path, encoded.path])
+
+
+def test_apply_rotation_false_keeps_the_stored_orientation(video_files):
+    encoded = video_files.h264_mp4
+    assert encoded.rotation == 90
+    upright = SlowFastVideoProcessor(
+        size={"height": encoded.width, "width": encoded.height}, **RAW_PIXELS, num_frames=3
+    )
+    stored = SlowFastVideoProcessor(
+        size={"height": encoded.height, "width": encoded.width}, **RAW_PIXELS, num_frames=3, apply_rotation=False
+    )
+    upright_frames = upright(encoded.path, return_tensors="pt")["pixel_values_videos"]
+    stored_frames = stored(encoded.path, return_tensors="pt")["pixel_values_videos"]
+    assert torch.equal(torch.rot90(stored_frames, 1, dims=(2, 3)), upright_frames)
+    with pytest.raises(ValueError, match="`apply_rotation` must be True or False"):
+        SlowFastVideoProcessor(apply_rotation="no")
 
 
 def test_linspace_sampling_of_files_is_the_arrays_rule(video_files):
@@ -199,6 +215,7 @@ def test_linspace_sampling_of_files_is_the_arrays_rule(video_files):
             **RAW_PIXELS,
             num_frames=num_frames,
             frame_sampling="linspace",
+            apply_rotation=False,  # the stored orientation (the fixture is displayed rotated by 90 degrees)
         )
         out = video_processor(encoded.path, return_tensors="pt")["pixel_values_videos"]
         frames = out.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()

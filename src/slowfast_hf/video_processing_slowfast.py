@@ -91,6 +91,8 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
             rule, `"lmms_eval_pyav"` that of their evaluation scripts (files only: it needs the frame rate).
         approximate_seek (`bool`, *optional*, defaults to `False`): decode the nearest keyframes instead of the exact
             frames (much faster on long videos, approximate timestamps).
+        apply_rotation (`bool`, *optional*, defaults to `True`): decoded files come upright (their display rotation
+            applied, as players show them); `False` keeps the stored orientation.
     """
 
     model_input_names = ["pixel_values_videos", "video_num_frames"]
@@ -111,6 +113,7 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
         do_sample_frames: bool = True,
         frame_sampling: str = "uniform",
         approximate_seek: bool = False,
+        apply_rotation: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -128,6 +131,7 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
         self.do_sample_frames = do_sample_frames
         self.frame_sampling = frame_sampling
         self.approximate_seek = approximate_seek
+        self.apply_rotation = apply_rotation
         self._validate()
 
     def _validate(self) -> None:
@@ -148,6 +152,7 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
             raise ValueError("`image_mean` and `image_std` must hold 3 values each, with `image_std` > 0.")
         _check_rescale(self.do_rescale, self.rescale_factor)
         _check_bool("do_sample_frames", self.do_sample_frames)
+        _check_bool("apply_rotation", self.apply_rotation)
         self._check_sampling(self.num_frames, self.fps, self.max_frames)
 
     @staticmethod
@@ -197,14 +202,19 @@ class SlowFastVideoProcessor(VideoProcessorMixin):
             def indices(total_frames: int) -> np.ndarray:
                 return sample_frame_indices(total_frames, num_frames, self.frame_sampling, video_fps)
 
-            decoded = read_video(video, sample_indices_fn=indices)
+            decoded = read_video(video, sample_indices_fn=indices, apply_rotation=self.apply_rotation)
             # each frame is decoded once: repeat it as often as the sample takes it
             requested = indices(decoded.info.num_frames)
             frames = decoded.frames[np.searchsorted(decoded.frame_indices, requested)]
             return rearrange(torch.from_numpy(frames), "t h w c -> t c h w")
         if is_encoded:
             decoded = read_video(
-                video, num_frames=num_frames, fps=fps, max_frames=max_frames, approximate=self.approximate_seek
+                video,
+                num_frames=num_frames,
+                fps=fps,
+                max_frames=max_frames,
+                approximate=self.approximate_seek,
+                apply_rotation=self.apply_rotation,
             )
             return rearrange(torch.from_numpy(decoded.frames), "t h w c -> t c h w")
         frames = _frames_to_tensor(video)
