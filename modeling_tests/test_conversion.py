@@ -46,8 +46,9 @@ IMAGE_SIZE = 128  # ConvNeXt stride 32 -> a 4x4 feature grid
 HYBRID_LAYERS = [1, 3]  # cross_attn_every_n_layers 2 from cross_attn_min_layer_depth 1
 NUM_FRAMES = 8  # from the folder name, like the public ids' "frame64"
 VISION = "model.vision_tower.vision_tower."
-# Transformers' ConvNextModel uses this eps in its inner layer norms (the released timm ConvNeXt-XXL uses 1e-5).
-TRANSFORMERS_CONVNEXT_EPS = 1e-6
+# The released timm ConvNeXt-XXL's layer norms (Transformers' ConvNextModel hard-codes 1e-6 in its inner ones; the
+# converted config's `vision_layer_norm_eps` makes it use this).
+RELEASED_CONVNEXT_EPS = 1e-5
 
 
 def released_tokenizer():
@@ -221,7 +222,7 @@ def layer_norm_2d(x, weight, bias, eps):
     return (x - mean) / torch.sqrt(variance + eps) * weight[:, None, None] + bias[:, None, None]
 
 
-def timm_convnext(pixels, tensors, eps=TRANSFORMERS_CONVNEXT_EPS):
+def timm_convnext(pixels, tensors, eps=RELEASED_CONVNEXT_EPS):
     """A timm-style ConvNeXt: stem conv 4x4/4 + LayerNorm2d; per stage (after the first) LayerNorm2d + conv 2x2/2;
     blocks: depthwise 7x7 -> LayerNorm (channels last) -> fc1 -> GELU -> fc2 -> gamma -> residual. (B, C, h, w)."""
     t = {name.removeprefix(VISION): tensor for name, tensor in tensors.items() if name.startswith(VISION)}
@@ -280,8 +281,9 @@ def attend(query, key, value, causal):
 
 def released_hybrid_layer(h, slow_tokens, query_mask, tensors, layer):
     """
-    One released hybrid decoder layer (DESIGN §2), from the raw released tensors of `model.layers.{layer}`.
-    h (1, L, D) layer input; slow_tokens (1, N, D); query_mask (1, L) True for text positions.
+    One released decoder layer (DESIGN §2), from the raw released tensors of `model.layers.{layer}`; a hybrid one
+    when they hold the cross-attention tensors. h (1, L, D) layer input; slow_tokens (1, N, D); query_mask (1, L)
+    True for the positions that receive the cross term.
     """
     t = {name.removeprefix(f"model.layers.{layer}."): v for name, v in tensors.items() if f"layers.{layer}." in name}
     batch, length, _ = h.shape
@@ -296,6 +298,8 @@ def released_hybrid_layer(h, slow_tokens, query_mask, tensors, layer):
     key = rotary(heads(x @ t["self_attn.k_proj.weight"].T + t["self_attn.k_proj.bias"], NUM_KV_HEADS), positions)
     value = heads(x @ t["self_attn.v_proj.weight"].T + t["self_attn.v_proj.bias"], NUM_KV_HEADS)
     attn = attend(query, key, value, causal=True).transpose(1, 2).reshape(batch, length, -1)  # A: (B, L, H·d)
+    if "self_attn.cross_attn_kv_proj.weight" not in t:  # a plain Qwen2 layer
+        return released_mlp_half(h + attn @ t["self_attn.o_proj.weight"].T, t)
 
     # the released per-head layout: for each KV head, d key channels then d value channels ("(H KV D)")
     slow_kv = s @ t["self_attn.cross_attn_kv_proj.weight"].T + t["self_attn.cross_attn_kv_proj.bias"]
@@ -307,8 +311,10 @@ def released_hybrid_layer(h, slow_tokens, query_mask, tensors, layer):
     )
     gate = gate * torch.tanh(t["self_attn.cross_attn_warm_up_gate"])
     attn = attn + gate * cross * query_mask[..., None]
-    h = h + attn @ t["self_attn.o_proj.weight"].T
+    return released_mlp_half(h + attn @ t["self_attn.o_proj.weight"].T, t)
 
+
+def released_mlp_half(h, t):
     x = rms_norm(h, t["post_attention_layernorm.weight"])
     mlp = F.silu(x @ t["mlp.gate_proj.weight"].T) * (x @ t["mlp.up_proj.weight"].T)
     return h + mlp @ t["mlp.down_proj.weight"].T
@@ -397,6 +403,7 @@ def test_official_convnext_matches_timm_reference(released):
     reference = timm_convnext(pixels, tensors)
     assert ours.shape == reference.shape == (2, CONVNEXT_WIDTHS[-1], 4, 4)
     torch.testing.assert_close(ours, reference, rtol=0, atol=1e-5)
+    assert (ours - timm_convnext(pixels, tensors, eps=1e-6)).abs().max() > (ours - reference).abs().max()
     hidden = F.gelu(
         reference.permute(0, 2, 3, 1) @ tensors["model.mm_projector.0.weight"].T + tensors["model.mm_projector.0.bias"]
     )
@@ -505,7 +512,7 @@ def test_official_cli(released, tmp_path, caplog):
         official_main(["--input", str(released["source"]), "--output", str(tmp_path / "out"), "--num-frames", "5"])
     assert AutoProcessor.from_pretrained(tmp_path / "out").video_processor.num_frames == 5
     assert "Dropped model.image_newline" in caplog.text and "head.fc.weight" in caplog.text
-    assert "eps" in caplog.text
+    assert "layer norm eps 1e-05" in caplog.text
 
 
 def assert_nothing_written(root, output):

@@ -8,8 +8,10 @@ from transformers import AutoProcessor
 
 from slowfast_hf import SlowFastProcessor, SlowFastVideoProcessor
 from slowfast_hf.processing_slowfast import IGNORE_INDEX
+from slowfast_hf.video_processing_slowfast import DEFAULT_NUM_FRAMES
 
 GRID = IMAGE_SIZE // PATCH_SIZE
+RAW_PIXELS = dict(rescale_factor=1.0, image_mean=(0, 0, 0), image_std=(1, 1, 1))
 
 
 def random_video(num_frames: int, height: int = 40, width: int = 48, seed: int = 0) -> np.ndarray:
@@ -81,14 +83,155 @@ def test_clip_style_resize_and_center_crop():
     assert out[0, 0, :, 2:6].min() > 150 and out[0, 0, :, 0].max() < 50
 
 
-def test_num_frames_sampling_of_arrays_is_even(tiny_tokenizer):
-    video_processor = SlowFastVideoProcessor(
-        size={"height": 2, "width": 2}, num_frames=4, rescale_factor=1.0, image_mean=(0, 0, 0), image_std=(1, 1, 1)
+def indexed_frames(num_frames: int) -> np.ndarray:
+    """(T, 2, 2, 3) uint8 frames whose value is their index."""
+    return np.stack([np.full((2, 2, 3), index, dtype=np.uint8) for index in range(num_frames)])
+
+
+def identity_processor(**kwargs) -> SlowFastVideoProcessor:
+    """Pixels pass through unchanged (no resize of 2x2 frames, no rescale, no normalisation)."""
+    return SlowFastVideoProcessor(
+        size={"height": 2, "width": 2}, rescale_factor=1.0, image_mean=(0, 0, 0), image_std=(1, 1, 1), **kwargs
     )
-    frames = np.stack([np.full((2, 2, 3), index, dtype=np.uint8) for index in range(16)])
+
+
+def test_num_frames_sampling_of_arrays_is_even(tiny_tokenizer):
+    video_processor = identity_processor(num_frames=4)
+    frames = indexed_frames(16)
     out = video_processor(frames, return_tensors="pt")["pixel_values_videos"]
-    assert out[:, 0, 0, 0].tolist() == [2, 6, 10, 14]  # middle of each quarter
+    assert out[:, 0, 0, 0].tolist() == [0, 4, 8, 12]  # the start of each quarter, as `read_video` picks in files
     assert video_processor(frames[:3], return_tensors="pt")["video_num_frames"].tolist() == [3]  # fewer: each once
+    released = identity_processor(num_frames=8, frame_sampling="linspace")
+    out = released(indexed_frames(100), return_tensors="pt")["pixel_values_videos"]
+    assert out[:, 0, 0, 0].tolist() == np.linspace(0, 99, 8, dtype=int).tolist() == [0, 14, 28, 42, 56, 70, 84, 99]
+    out = released(indexed_frames(5), return_tensors="pt")["pixel_values_videos"]  # shorter: frames repeated up to 8
+    assert out[:, 0, 0, 0].tolist() == [0, 0, 1, 1, 2, 2, 3, 4]
+
+
+def test_do_sample_frames_false_keeps_every_frame():
+    frames = indexed_frames(11)
+    video_processor = identity_processor(num_frames=4)
+    assert video_processor(frames, return_tensors="pt")["video_num_frames"].tolist() == [4]
+    out = video_processor(frames, do_sample_frames=False, return_tensors="pt")
+    assert out["video_num_frames"].tolist() == [11]
+    assert out["pixel_values_videos"][:, 0, 0, 0].tolist() == list(range(11))
+    assert identity_processor(do_sample_frames=False)(frames, return_tensors="pt")["video_num_frames"].tolist() == [11]
+    with pytest.raises(ValueError, match="`do_sample_frames` must be True or False"):
+        video_processor(frames, do_sample_frames="no")
+
+
+def test_default_frame_budget(video_files):
+    """Neither `num_frames` nor `fps`: `DEFAULT_NUM_FRAMES` frames, not the whole video."""
+    frames = indexed_frames(200)
+    assert identity_processor()(frames, return_tensors="pt")["video_num_frames"].tolist() == [DEFAULT_NUM_FRAMES]
+    assert DEFAULT_NUM_FRAMES == 64
+    encoded = video_files.h264_mp4
+    video_processor = SlowFastVideoProcessor(size={"height": encoded.height, "width": encoded.width})
+    expected = min(encoded.num_frames, DEFAULT_NUM_FRAMES)
+    assert video_processor(str(encoded.path), return_tensors="pt")["video_num_frames"].tolist() == [expected]
+
+
+def test_per_call_rescale_and_already_scaled_frames(caplog):
+    video_processor = SlowFastVideoProcessor(size={"height": 4, "width": 4})
+    uint8_frames = np.full((2, 4, 4, 3), 51, dtype=np.uint8)
+    expected = video_processor(uint8_frames, return_tensors="pt")["pixel_values_videos"]
+    scaled = uint8_frames.astype(np.float32) / 255
+    with caplog.at_level("WARNING"):
+        twice = video_processor(scaled, return_tensors="pt")["pixel_values_videos"]
+    assert "already rescaled" in caplog.text and "do_rescale=False" in caplog.text
+    assert twice.max() < -0.99  # what rescaling [0, 1] values by 1/255 again gives
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        once = video_processor(scaled, do_rescale=False, return_tensors="pt")["pixel_values_videos"]
+    assert not caplog.text
+    torch.testing.assert_close(once, expected, rtol=0, atol=1e-6)
+    halved = video_processor(uint8_frames, rescale_factor=1 / 510, return_tensors="pt")["pixel_values_videos"]
+    torch.testing.assert_close(halved, torch.full_like(halved, (51 / 510 - 0.5) / 0.5), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        SlowFastVideoProcessor(size={"height": 4, "width": 4}, do_rescale=False)(scaled, return_tensors="pt")[
+            "pixel_values_videos"
+        ],
+        expected,
+        rtol=0,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="`rescale_factor` must be a number > 0"):
+        video_processor(uint8_frames, rescale_factor=0)
+
+
+def test_processor_passes_sampling_and_rescale_arguments_on(tiny_tokenizer):
+    processor = make_processor(tiny_tokenizer)
+    scaled = np.full((11, IMAGE_SIZE, IMAGE_SIZE, 3), 0.2, dtype=np.float32)
+    batch = processor(text=["<video>"], videos=[scaled], do_rescale=False, do_sample_frames=False, return_tensors="pt")
+    assert batch["video_num_frames"].tolist() == [11]
+    torch.testing.assert_close(batch["pixel_values_videos"], torch.full_like(batch["pixel_values_videos"], -0.6))
+    batch = processor(text=["<image>"], images=[scaled[0]], do_rescale=False, return_tensors="pt")
+    torch.testing.assert_close(batch["pixel_values"], torch.full_like(batch["pixel_values"], -0.6))
+
+
+def test_processor_accepts_paths_bytes_and_file_objects(tiny_tokenizer, video_files):
+    from video_fixtures import frame_indices_of
+
+    encoded = video_files.h264_mp4
+    video_processor = SlowFastVideoProcessor(
+        size={"height": encoded.height, "width": encoded.width}, **RAW_PIXELS, num_frames=4, apply_rotation=False
+    )
+    processor = SlowFastProcessor(video_processor, tiny_tokenizer, patch_size=PATCH_SIZE, fast_temporal_stride=2)
+    expected = [i * encoded.num_frames // 4 for i in range(4)]
+    with open(encoded.path, "rb") as file_object:
+        for source in (encoded.path, str(encoded.path), encoded.path.read_bytes(), file_object):
+            batch = processor(text=["look: <video> now"], videos=[source], return_tensors="pt")
+            frames = batch["pixel_values_videos"].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            assert frame_indices_of(frames).tolist() == expected, type(source)
+    with pytest.raises(ValueError, match="1 <video> placeholders but 2 videos"):
+        processor(text=["look: <video> now"], videos=[encoded.path, encoded.path])
+
+
+def test_apply_rotation_false_keeps_the_stored_orientation(video_files):
+    encoded = video_files.h264_mp4
+    assert encoded.rotation == 90
+    upright = SlowFastVideoProcessor(
+        size={"height": encoded.width, "width": encoded.height}, **RAW_PIXELS, num_frames=3
+    )
+    stored = SlowFastVideoProcessor(
+        size={"height": encoded.height, "width": encoded.width}, **RAW_PIXELS, num_frames=3, apply_rotation=False
+    )
+    upright_frames = upright(encoded.path, return_tensors="pt")["pixel_values_videos"]
+    stored_frames = stored(encoded.path, return_tensors="pt")["pixel_values_videos"]
+    assert torch.equal(torch.rot90(stored_frames, 1, dims=(2, 3)), upright_frames)
+    with pytest.raises(ValueError, match="`apply_rotation` must be True or False"):
+        SlowFastVideoProcessor(apply_rotation="no")
+
+
+def test_linspace_sampling_of_files_is_the_arrays_rule(video_files):
+    """`frame_sampling="linspace"` picks the same frames from a file as from its decoded frames, repeating frames of
+    a clip shorter than `num_frames`."""
+    from video_fixtures import frame_indices_of
+
+    encoded = video_files.h264_mp4
+    for num_frames in (5, encoded.num_frames + 3):
+        video_processor = SlowFastVideoProcessor(
+            size={"height": encoded.height, "width": encoded.width},
+            **RAW_PIXELS,
+            num_frames=num_frames,
+            frame_sampling="linspace",
+            apply_rotation=False,  # the stored orientation (the fixture is displayed rotated by 90 degrees)
+        )
+        out = video_processor(encoded.path, return_tensors="pt")["pixel_values_videos"]
+        frames = out.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        expected = np.linspace(0, encoded.num_frames - 1, num_frames, dtype=int)
+        assert frame_indices_of(frames).tolist() == expected.tolist()
+
+
+def test_from_model_config_takes_the_frame_size_from_the_vision_config(tiny_tokenizer):
+    model = model_for(tiny_tokenizer)
+    processor = SlowFastProcessor.from_model_config(model.config, tokenizer=tiny_tokenizer)
+    assert processor.video_processor.output_size == (IMAGE_SIZE, IMAGE_SIZE)
+    batch = processor(text=["look: <video> now"], videos=[random_video(3)], return_tensors="pt")
+    with torch.no_grad():
+        assert model.generate(**batch, max_new_tokens=2, do_sample=False).shape[1] == batch["input_ids"].shape[1] + 2
+    with pytest.raises(ValueError, match=r"makes frames of \(384, 384\) pixels but the vision encoder takes"):
+        SlowFastProcessor.from_model_config(model.config, SlowFastVideoProcessor(), tiny_tokenizer)
 
 
 def test_bad_video_processor_arguments():

@@ -10,6 +10,8 @@ PROJECTOR_TYPES = ("mlp2x_gelu", "linear")
 QUERY_POSITIONS = ("text", "text_after_first_visual")
 GATE_KINDS = ("dynamic_tanh_warmup", "tanh_warmup")
 VISION_FEATURE_SELECT_STRATEGIES = ("default", "full")
+FAST_FRAME_REMAINDERS = ("zero_pad", "drop")
+SPATIAL_POOL_REMAINDERS = ("partial", "drop")
 
 
 def vision_feature_size(vision_config, vision_feature_layer: int) -> int:
@@ -56,6 +58,10 @@ class SlowFastConfig(PreTrainedConfig):
             Which of the vision encoder's hidden states feeds the projector.
         vision_feature_select_strategy (`str`, *optional*, defaults to `"full"`):
             `"default"` drops the first (CLS) token of ViT-style encoders, `"full"` keeps every token.
+        vision_layer_norm_eps (`float`, *optional*):
+            When set, every layer norm of the vision encoder uses this epsilon (applied after the encoder is built, so
+            the encoder's own modeling code is used unchanged). The released models set 1e-5: their timm
+            ConvNeXt-XXL uses it where Transformers' `ConvNextModel` hard-codes 1e-6. `None` keeps the encoder's own.
         vision_batch_size (`int`, *optional*):
             Run the vision encoder and projector on at most this many frames at a time, which bounds the encoder's
             activation memory on long videos (the result does not change). `None` encodes all frames at once.
@@ -71,6 +77,14 @@ class SlowFastConfig(PreTrainedConfig):
         cross_attn_gate (`str`, *optional*, defaults to `"dynamic_tanh_warmup"`):
             `"dynamic_tanh_warmup"`: `tanh(w·A + b) · tanh(α)`, one value per token from the self-attention output `A`
             (the released "whole-dynamic-tanh-warmup"); `"tanh_warmup"`: `tanh(α)` alone. `α` starts at 0.
+        cross_attn_generated_tokens (`bool`, *optional*, defaults to `True`):
+            Whether tokens decoded after the prompt (forward passes continuing the cache, with no new images or
+            videos) cross-attend to the slow tokens, as every text token mathematically can. `False` is the released
+            models' behaviour (their `generate` resets the new tokens' types, so only the prompt's text tokens get the
+            cross term; their published numbers were produced this way): the slow keys/values are then used only by
+            the forward pass that receives the images/videos and are not returned for later steps. (This assumes a
+            cache, `generate`'s default: with `use_cache=False` every step is a full forward with the images/videos,
+            in which all text tokens, generated ones included, cross-attend.)
         init_cross_kv_from_lm (`bool`, *optional*, defaults to `True`):
             Initialise the slow-token key/value projection from the layer's own `[Wk; Wv]`.
         slow_spatial_stride (`int`, *optional*, defaults to 2):
@@ -83,6 +97,14 @@ class SlowFastConfig(PreTrainedConfig):
             Spatial average pooling of the fast tokens.
         min_fast_frames (`int`, *optional*, defaults to 1):
             The fast tokens cover at least this many frames (or every frame of a shorter video).
+        fast_frame_remainder (`str`, *optional*, defaults to `"zero_pad"`):
+            Frame counts that are not a multiple of the strides: `"zero_pad"` samples every
+            `fast_temporal_sampling_stride`-th frame and zero-pads the last temporal window; `"drop"` is the released
+            rule (`max(T // s, min_fast_frames)` evenly spread frames, trailing frames that fill no window dropped),
+            see [`SlowFastTokenBuilder`].
+        spatial_pool_remainder (`str`, *optional*, defaults to `"partial"`):
+            Grids that are not a multiple of the spatial strides: `"partial"` averages a border window over the cells
+            it covers (rounds up); `"drop"` drops those cells (rounds down, the released models).
         image_token_id (`int`, *optional*):
             The placeholder token that the processor repeats once per fast token of an image.
         video_token_id (`int`, *optional*):
@@ -102,18 +124,22 @@ class SlowFastConfig(PreTrainedConfig):
     vision_feature_layer: int = -1
     vision_feature_select_strategy: Literal["default", "full"] = "full"
     vision_batch_size: int | None = None
+    vision_layer_norm_eps: float | None = None
     hybrid_layers: list[int] | None = None
     hybrid_layer_interval: int | None = None
     hybrid_layer_min_depth: int = 0
     hybrid_layer_max_depth: int | None = None
     cross_attn_query_positions: Literal["text", "text_after_first_visual"] = "text"
     cross_attn_gate: Literal["dynamic_tanh_warmup", "tanh_warmup"] = "dynamic_tanh_warmup"
+    cross_attn_generated_tokens: bool = True
     init_cross_kv_from_lm: bool = True
     slow_spatial_stride: int = 2
     fast_temporal_sampling_stride: int = 1
     fast_temporal_stride: int = 4
     fast_spatial_stride: int = 1
     min_fast_frames: int = 1
+    fast_frame_remainder: Literal["zero_pad", "drop"] = "zero_pad"
+    spatial_pool_remainder: Literal["partial", "drop"] = "partial"
     image_token_id: int | None = None
     video_token_id: int | None = None
     tie_word_embeddings: bool = False
@@ -129,6 +155,8 @@ class SlowFastConfig(PreTrainedConfig):
             ("cross_attn_query_positions", QUERY_POSITIONS),
             ("cross_attn_gate", GATE_KINDS),
             ("vision_feature_select_strategy", VISION_FEATURE_SELECT_STRATEGIES),
+            ("fast_frame_remainder", FAST_FRAME_REMAINDERS),
+            ("spatial_pool_remainder", SPATIAL_POOL_REMAINDERS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.")
@@ -147,6 +175,13 @@ class SlowFastConfig(PreTrainedConfig):
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
             raise ValueError(f"`vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
+        if not isinstance(self.cross_attn_generated_tokens, bool):
+            raise ValueError(
+                f"`cross_attn_generated_tokens` must be True or False, got {self.cross_attn_generated_tokens!r}."
+            )
+        eps = self.vision_layer_norm_eps
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1):
+            raise ValueError(f"`vision_layer_norm_eps` must be a number in (0, 1) or None, got {eps!r}.")
         if not isinstance(self.vision_feature_layer, int) or isinstance(self.vision_feature_layer, bool):
             raise ValueError(f"`vision_feature_layer` must be an integer, got {self.vision_feature_layer!r}.")
         vision_feature_size(self.vision_config, self.vision_feature_layer)

@@ -32,6 +32,16 @@ Released tensor -> ours (DESIGN §2, "Released checkpoint layout"):
 Dropped, with a log line: the vision tower's classifier `head.fc` and LLaVA-NeXT's `model.image_newline`; neither
 takes part in what the released model computes for videos.
 
+The released pipeline around the weights, written as typed settings (this package's own defaults differ):
+
+    config    cross_attn_generated_tokens=False   generated tokens get no cross term (the released `generate`)
+              fast_frame_remainder="drop"         released fast-frame sampling; temporal pooling drops trailing frames
+              spatial_pool_remainder="drop"       spatial pooling floors on odd grids (`avg_pool2d`)
+              vision_layer_norm_eps=1e-5          timm ConvNeXt-XXL's layer norms (ConvNextModel hard-codes 1e-6)
+    processor frame_sampling="linspace"           `np.linspace(0, n - 1, N, dtype=int)` frames, repeated in short clips
+              resize_backend="pil"                CLIPImageProcessor's functions: PIL bicubic shorter side, center crop
+              chat template                       the released `qwen_1_5` prompt for one video and a question
+
 Memory: the output model is built on the meta device, so nothing is allocated for it up front; the released shards
 are read one at a time with `safetensors.safe_open`, and each tensor is renamed and assigned into the model as its
 parameter (only the K/V projections are copied, to permute their rows). The process therefore holds one copy of the
@@ -110,7 +120,8 @@ REQUIRED_CONFIG_KEYS = (
 )
 VISION_PREFIX = "model.vision_tower.vision_tower."
 # timm's `convnext_xxlarge` (the released CLIP ConvNeXt-XXL) builds every layer norm with eps 1e-5. Transformers'
-# ConvNextModel reads `layer_norm_eps` only for its pooled-output norm and hard-codes 1e-6 in the others.
+# ConvNextModel reads `layer_norm_eps` only for its pooled-output norm and hard-codes 1e-6 in the others, so the
+# converted config also sets `vision_layer_norm_eps`, which the model applies to every layer norm of the tower.
 CONVNEXT_XXLARGE_NORM_EPS = 1e-5
 
 _RENAMES = [
@@ -416,11 +427,15 @@ def slowfast_config(
         hybrid_layer_max_depth=released.get("cross_attn_max_layer_depth"),
         cross_attn_query_positions=query_positions(released["cross_attn_implementation"]),
         cross_attn_gate=RELEASED_GATE_KINDS[gate],
+        cross_attn_generated_tokens=False,
+        vision_layer_norm_eps=CONVNEXT_XXLARGE_NORM_EPS,
         slow_spatial_stride=released["mm_video_pooling_stride"],
         fast_temporal_sampling_stride=released["fast_token_temporal_sampling_stride"],
         fast_temporal_stride=released["fast_token_temporal_stride"],
         fast_spatial_stride=released["fast_token_spatial_stride"],
         min_fast_frames=released.get("min_fast_frames") or 1,
+        fast_frame_remainder="drop",
+        spatial_pool_remainder="drop",
         video_token_id=token_ids["<video>"],
         image_token_id=token_ids["<image>"],
         tie_word_embeddings=released.get("tie_word_embeddings", False),
@@ -508,31 +523,30 @@ def convert_official(
 
     image_size = config.vision_config.image_size
     video_processor = SlowFastVideoProcessor(
-        # the released CLIPImageProcessor: shorter side to 576, center crop 576 x 576, bicubic, CLIP mean/std
+        # the released CLIPImageProcessor: shorter side to 576 (PIL bicubic), center crop 576 x 576, CLIP mean/std
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
         resample="bicubic",
+        resize_backend="pil",
         image_mean=CLIP_MEAN,
         image_std=CLIP_STD,
         num_frames=num_frames,
+        frame_sampling="linspace",
     )
     processor = SlowFastProcessor.from_model_config(config, video_processor, tokenizer)
     with atomic_output_dir(output_dir) as staging:
         model.save_pretrained(staging, max_shard_size=max_shard_size)
         processor.save_pretrained(staging)
-    logger.warning(
-        "The ConvNeXt tower runs with Transformers' ConvNextModel, whose inner layer norms use eps 1e-6 where the "
-        "released timm ConvNeXt-XXL uses 1e-5; its features can differ slightly from the released model's."
-    )
     logger.info(
-        "Wrote %s: hybrid layers %s, gate %s, ConvNeXt depths %s widths %s at %d px, %d frames per video, fast "
-        "temporal stride %d, <video> id %d, <image> id %d.",
+        "Wrote %s: hybrid layers %s, gate %s, ConvNeXt depths %s widths %s at %d px (layer norm eps %g), %d frames "
+        "per video, fast temporal stride %d, <video> id %d, <image> id %d.",
         output_dir,
         config.hybrid_layers,
         config.cross_attn_gate,
         config.vision_config.depths,
         config.vision_config.hidden_sizes,
         image_size,
+        config.vision_layer_norm_eps,
         num_frames,
         config.fast_temporal_stride,
         config.video_token_id,

@@ -23,6 +23,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .token_builder import SlowFastTokenBuilder
 from .transformers_compat import MIN_TRANSFORMERS_VERSION
+from .video_processing_slowfast import DEFAULT_NUM_FRAMES
 
 # The processor's token rule and placeholders must be the model's, or the saved folder would feed the model the
 # wrong number of placeholders.
@@ -32,6 +33,8 @@ SHARED_SETTINGS = (
     "fast_temporal_stride",
     "fast_spatial_stride",
     "min_fast_frames",
+    "fast_frame_remainder",
+    "spatial_pool_remainder",
     "video_token_id",
     "image_token_id",
 )
@@ -319,13 +322,16 @@ def _describe_hybrid_layers(config) -> str:
 def _describe_tokens(config, processor) -> dict[str, str]:
     """Frame sampling, frame size and slow/fast token counts, as the processor and the model make them."""
     video_processor = processor.video_processor
-    num_frames = video_processor.num_frames
-    if num_frames is not None:
-        frames = f"{num_frames}, sampled evenly"
+    num_frames = None
+    if not video_processor.do_sample_frames:
+        frames = "every frame"
     elif video_processor.fps is not None:
         frames = f"{video_processor.fps} per second, at most {video_processor.max_frames or 'unlimited'}"
     else:
-        frames = "every frame"
+        num_frames = video_processor.num_frames or DEFAULT_NUM_FRAMES
+        frames = f"{num_frames}, sampled evenly" + (
+            " (linspace: first and last frame included)" if video_processor.frame_sampling == "linspace" else ""
+        )
     stride = config.slow_spatial_stride
     slow = f"each frame pooled {stride}x{stride}, cross-attended" if config.hybrid_layers else "none (no hybrid layer)"
     fast = (

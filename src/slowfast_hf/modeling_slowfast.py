@@ -45,6 +45,14 @@ logger = logging.get_logger(__name__)
 
 
 
+def set_layer_norm_eps(module: nn.Module, eps: float) -> None:
+    """Make every `nn.LayerNorm` (and subclass, e.g. `ConvNextLayerNorm`) inside `module` use `eps`: they read
+    `self.eps` at every call, so the encoder's own modeling code runs unchanged."""
+    for submodule in module.modules():
+        if isinstance(submodule, nn.LayerNorm):
+            submodule.eps = eps
+
+
 class SlowFastMultiModalProjector(nn.Module):
     """Vision features -> LLM width: `linear`, or `mlp2x_gelu` (Linear, GELU, Linear)."""
 
@@ -147,6 +155,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
     def __init__(self, config: SlowFastConfig):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
+        if config.vision_layer_norm_eps is not None:
+            set_layer_norm_eps(self.vision_tower, config.vision_layer_norm_eps)
         self.multi_modal_projector = SlowFastMultiModalProjector(config)
         self.language_model = AutoModel.from_config(config.text_config)
         add_hybrid_layers(
@@ -330,6 +340,12 @@ class SlowFastModel(SlowFastPreTrainedModel):
             items += placed
 
         slow_key_values = cached_slow_key_values(cache)
+        if slow_key_values is not None and not self.config.cross_attn_generated_tokens:
+            raise ValueError(
+                "The cache holds slow keys/values, but this model's later tokens do not cross-attend "
+                "(`config.cross_attn_generated_tokens=False`, the released models' behaviour): only the forward pass "
+                "that receives the images or videos uses their slow tokens."
+            )
         if items:
             if slow_key_values is not None:
                 raise ValueError(
@@ -338,7 +354,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 )
             slow_tokens, slow_token_mask = gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
             slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
-            if cache is not None:
+            # with `cross_attn_generated_tokens=False` (the released behaviour) only this pass uses them: later
+            # passes neither read nor keep them
+            if cache is not None and self.config.cross_attn_generated_tokens:
                 store_slow_key_values(cache, slow_key_values, len(decoder_layers(self.language_model)))
 
         context = None
@@ -528,6 +546,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         )
         with torch.device("meta"):
             model = cls(config)
+        if config.vision_layer_norm_eps is not None:
+            set_layer_norm_eps(vision_model, config.vision_layer_norm_eps)
         model.model.vision_tower = vision_model
         model.model.language_model = add_hybrid_layers(
             decoder, config.hybrid_layers, config.cross_attn_gate, config.init_cross_kv_from_lm

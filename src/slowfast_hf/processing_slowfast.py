@@ -6,7 +6,7 @@ from transformers import AutoTokenizer
 from transformers.processing_utils import ProcessorMixin
 
 from .token_builder import SlowFastTokenBuilder
-from .video_processing_slowfast import SlowFastVideoProcessor
+from .video_processing_slowfast import SlowFastVideoProcessor, flatten_video_list
 
 IGNORE_INDEX = -100
 
@@ -47,8 +47,8 @@ class SlowFastProcessor(ProcessorMixin):
         video_token, image_token (`str`): the placeholder tokens.
         patch_size (`int`): pixels per feature-grid cell of the vision encoder (its patch size; 32 for ConvNeXt).
         slow_spatial_stride, fast_temporal_sampling_stride, fast_temporal_stride, fast_spatial_stride,
-        min_fast_frames (`int`): the model's token rule, see [`SlowFastConfig`]; use [`from_model_config`] to copy
-            them from a model.
+        min_fast_frames (`int`), fast_frame_remainder, spatial_pool_remainder (`str`): the model's token rule, see
+            [`SlowFastConfig`]; use [`from_model_config`] to copy them from a model.
     """
 
     def __init__(
@@ -64,6 +64,8 @@ class SlowFastProcessor(ProcessorMixin):
         fast_temporal_stride: int = 4,
         fast_spatial_stride: int = 1,
         min_fast_frames: int = 1,
+        fast_frame_remainder: str = "zero_pad",
+        spatial_pool_remainder: str = "partial",
         **kwargs,
     ):
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
@@ -76,12 +78,16 @@ class SlowFastProcessor(ProcessorMixin):
         self.fast_temporal_stride = fast_temporal_stride
         self.fast_spatial_stride = fast_spatial_stride
         self.min_fast_frames = min_fast_frames
+        self.fast_frame_remainder = fast_frame_remainder
+        self.spatial_pool_remainder = spatial_pool_remainder
         self.token_builder = SlowFastTokenBuilder(
             slow_spatial_stride,
             fast_temporal_sampling_stride,
             fast_temporal_stride,
             fast_spatial_stride,
             min_fast_frames,
+            fast_frame_remainder,
+            spatial_pool_remainder,
         )
         for name, token in (("video_token", video_token), ("image_token", image_token)):
             if tokenizer is not None and tokenizer.convert_tokens_to_ids(token) in (None, tokenizer.unk_token_id):
@@ -93,10 +99,29 @@ class SlowFastProcessor(ProcessorMixin):
         super().__init__(video_processor, tokenizer, chat_template=chat_template or CHATML_TEMPLATE, **kwargs)
 
     @classmethod
-    def from_model_config(cls, config, video_processor, tokenizer, **kwargs) -> "SlowFastProcessor":
-        """A processor whose token rule and placeholder ids are the model's (a `SlowFastConfig`)."""
+    def from_model_config(cls, config, video_processor=None, tokenizer=None, **kwargs) -> "SlowFastProcessor":
+        """
+        A processor whose token rule and placeholder ids are the model's (a `SlowFastConfig`). Without a
+        `video_processor`, a default one at the vision encoder's frame size; a given one must produce that size when
+        the encoder takes a fixed size (ViT-style encoders; convolutional ones take any size).
+        """
+        if tokenizer is None:
+            raise ValueError("`tokenizer` is required: the placeholder ids come from it.")
         vision_config = config.vision_config
-        patch_size = 32 if getattr(vision_config, "hidden_sizes", None) else vision_config.patch_size
+        is_convolutional = bool(getattr(vision_config, "hidden_sizes", None))
+        patch_size = 32 if is_convolutional else vision_config.patch_size
+        image_size = getattr(vision_config, "image_size", None)
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        if video_processor is None:
+            size = image_size or (384, 384)
+            video_processor = SlowFastVideoProcessor(size={"height": size[0], "width": size[1]})
+        elif not is_convolutional and image_size is not None and _fixed_output_size(video_processor) != image_size:
+            raise ValueError(
+                f"`video_processor` makes frames of {_fixed_output_size(video_processor) or 'input-dependent'} "
+                f"pixels but the vision encoder takes {tuple(image_size)}; set its `size` (or `crop_size`) to "
+                f"{{'height': {image_size[0]}, 'width': {image_size[1]}}}, or pass no `video_processor`."
+            )
         processor = cls(
             video_processor,
             tokenizer,
@@ -106,6 +131,8 @@ class SlowFastProcessor(ProcessorMixin):
             fast_temporal_stride=config.fast_temporal_stride,
             fast_spatial_stride=config.fast_spatial_stride,
             min_fast_frames=config.min_fast_frames,
+            fast_frame_remainder=config.fast_frame_remainder,
+            spatial_pool_remainder=config.spatial_pool_remainder,
             **kwargs,
         )
         for name in ("video_token_id", "image_token_id"):
@@ -114,6 +141,27 @@ class SlowFastProcessor(ProcessorMixin):
                     f"The tokenizer's {name} {getattr(processor, name)} is not the model's {getattr(config, name)}."
                 )
         return processor
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs):
+        # Transformers' checks cannot read the videos this processor accepts (paths as `pathlib.Path`, bytes, file
+        # objects): they check the text and images, and the videos are counted here, as the video processor reads them.
+        samples = [text] if isinstance(text, str) else text
+        if text is None or not all(isinstance(sample, str) for sample in samples):
+            return super().validate_inputs(images=images, text=text, videos=videos, audio=audio, **kwargs)
+        without_videos = [sample.replace(self.video_token, "") for sample in samples]
+        super().validate_inputs(images=images, text=without_videos, videos=None, audio=audio, **kwargs)
+        placeholders = sum(sample.count(self.video_token) for sample in samples)
+        if videos is None:
+            if placeholders:
+                raise ValueError(
+                    f"The text holds {placeholders} {self.video_token} placeholders but no videos were passed."
+                )
+            return
+        num_videos = len(flatten_video_list(videos))
+        if placeholders != num_videos:
+            raise ValueError(
+                f"The text holds {placeholders} {self.video_token} placeholders but {num_videos} videos were passed."
+            )
 
     def check_argument_for_proper_class(self, argument_name, argument):
         # Transformers expects a torchvision-backed `BaseVideoProcessor` here; ours runs on plain torch.
@@ -160,7 +208,9 @@ class SlowFastProcessor(ProcessorMixin):
         return processed, replacements
 
     def _process_images(self, images, **kwargs):
-        processed = self.video_processor.preprocess_images(images)
+        processed = self.video_processor.preprocess_images(
+            images, do_rescale=kwargs.get("do_rescale"), rescale_factor=kwargs.get("rescale_factor")
+        )
         grid = self._grid(processed["pixel_values"])
         replacements = [self.image_token * self.token_builder.num_fast_tokens(1, *grid)] * len(
             processed["pixel_values"]
@@ -187,6 +237,13 @@ class SlowFastProcessor(ProcessorMixin):
     @property
     def model_input_names(self):
         return ["input_ids", "attention_mask", "pixel_values_videos", "video_num_frames", "pixel_values"]
+
+
+def _fixed_output_size(video_processor: SlowFastVideoProcessor) -> tuple[int, int] | None:
+    try:
+        return video_processor.output_size
+    except ValueError:  # shortest-edge resizing without a crop: the size depends on the input
+        return None
 
 
 __all__ = ["SlowFastProcessor", "CHATML_TEMPLATE"]

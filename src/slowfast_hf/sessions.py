@@ -47,6 +47,12 @@ def generate_with_shared_prefix(model, prefix_inputs: dict, continuations: list[
         `torch.LongTensor` `(len(continuations) · n, new_tokens)`: the generated tokens, `n` rows per continuation
         (`num_return_sequences`), padded with the pad token after an early end.
     """
+    if not model.config.cross_attn_generated_tokens:
+        raise ValueError(
+            "This model gives later tokens no cross term (`config.cross_attn_generated_tokens=False`, the released "
+            "models' behaviour): a question after a cached video prefix would not cross-attend to the video as it "
+            "does in one prompt. Generate each question with its video instead."
+        )
     input_ids = prefix_inputs.get("input_ids") if isinstance(prefix_inputs, dict) else None
     if not torch.is_tensor(input_ids) or input_ids.ndim != 2 or input_ids.shape[0] != 1 or input_ids.shape[1] == 0:
         shape = tuple(input_ids.shape) if torch.is_tensor(input_ids) else type(input_ids).__name__

@@ -24,7 +24,7 @@ import numbers
 import os
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -236,6 +236,7 @@ def read_video(
     max_frames: int | None = None,
     approximate: bool = False,
     apply_rotation: bool = True,
+    sample_indices_fn: Callable[[int], Sequence[int]] | None = None,
 ) -> DecodedVideo:
     """
     Decodes frames of the video stream of `source`, chosen by presentation time.
@@ -247,6 +248,8 @@ def read_video(
       - `fps=f`: one time every `1 / f` seconds from the first frame, `k / f` for every `k` with `k / f < duration`,
         and always `k = 0` (so a rate too low for one interval to fit still returns the first frame).
         If that is more than `max_frames`, `max_frames` times evenly spread instead, as with `num_frames`.
+      - `sample_indices_fn=f`: the frames `f(info.num_frames)`, by position in presentation order (exclusive with
+        `num_frames` and `fps`).
       - neither: every frame (a full sequential decode).
     Each time selects the frame shown at that time: the last one whose presentation timestamp is at or before it.
     Variable frame rates are handled: only timestamps are used, never a nominal frame rate.
@@ -278,6 +281,9 @@ def read_video(
         apply_rotation (`bool`, *optional*, defaults to `True`):
             Return frames upright, rotated by `info.rotation` as players (and decord, torchcodec) show them; `False`
             returns them as stored.
+        sample_indices_fn (`Callable[[int], Sequence[int]]`, *optional*):
+            Given the stream's frame count, the positions of the frames to return (in presentation order; a
+            position given twice is returned once, ascending like all results).
 
     Returns:
         `DecodedVideo`: `frames` (T, H, W, 3) uint8 RGB, `timestamps` (T,) seconds, `frame_indices`, `info`.
@@ -289,10 +295,20 @@ def read_video(
             returned).
     """
     _check_arguments(num_frames, fps, max_frames, approximate, apply_rotation)
+    if sample_indices_fn is not None and (num_frames is not None or fps is not None or approximate):
+        raise ValueError(
+            "`sample_indices_fn` chooses the frames itself: pass it without `num_frames`, `fps` or `approximate`."
+        )
     source = _readable_source(source)
     with _open_video_stream(source) as (container, stream, description):
         index = _scan_packets(container, stream, description, _source_size(source))
-        if num_frames is None and fps is None:
+        if sample_indices_fn is not None:
+            positions = np.unique(np.asarray(sample_indices_fn(index.num_frames), dtype=np.int64))  # ascending, once
+            if positions.ndim != 1 or not positions.size or positions[0] < 0 or positions[-1] >= index.num_frames:
+                raise ValueError(
+                    f"`sample_indices_fn` must return frame positions in [0, {index.num_frames}), got {positions}."
+                )
+        elif num_frames is None and fps is None:
             positions = np.arange(index.num_frames)
         else:
             step, count = _sampling_grid(index.duration, num_frames, fps, max_frames)
