@@ -435,3 +435,12 @@ def test_lmms_eval_frame_sampling(converted, long_video):
         assert frame_indices_of(frames).tolist() == released_lmms_eval_indices(path, num_frames)
     with pytest.raises(ValueError, match="needs the frame rate"):
         video_processor(np.zeros((4, 8, 8, 3), dtype=np.uint8))
+
+
+def test_session_helpers_refuse_a_model_whose_later_tokens_do_not_cross_attend(converted):
+    from slowfast_hf.sessions import generate_with_shared_prefix
+
+    model, processor = converted["model"], converted["processor"]
+    inputs = processor_inputs(processor, converted["video"])
+    with pytest.raises(ValueError, match="cross_attn_generated_tokens=False"):
+        generate_with_shared_prefix(model, dict(inputs), [[5, 6]], max_new_tokens=2)
