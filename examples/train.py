@@ -117,7 +117,12 @@ def main():
         processing_class=processor,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the final model is gathered into one ordinary folder
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model()  # the model (or LoRA adapter) and the processor, into --output_dir
+    # Leave no process group for interpreter exit to tear down: gloo's threads then abort the process (SIGABRT,
+    # "terminate called without an active exception") after a finished run.
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
