@@ -11,6 +11,7 @@ folder is an ordinary `save_pretrained` checkpoint that loads in one process.
 
 import pytest
 import torch
+from accelerate.utils import fsdp_utils
 from safetensors.torch import load_file
 from training_fixtures import (
     load_parameters,
@@ -25,6 +26,10 @@ from slowfast_hf import SlowFastForConditionalGeneration
 from slowfast_hf.training import is_hybrid_parameter
 
 TOLERANCE = 1e-5  # as in test_distributed.py
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(fsdp_utils, "fsdp2_prepare_model"), reason="this accelerate has no FSDP2 (fsdp_version: 2)"
+)
 
 
 @pytest.fixture(scope="module")
