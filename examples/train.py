@@ -120,8 +120,10 @@ def main():
     if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the final model is gathered into one ordinary folder
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model()  # the model (or LoRA adapter) and the processor, into --output_dir
-    # Leave no process group for interpreter exit to tear down: gloo's threads then abort the process (SIGABRT,
-    # "terminate called without an active exception") after a finished run.
+    # Every process waits for the main one to finish writing, then the process group is destroyed here: left to
+    # interpreter exit, gloo's threads can abort a finished run (SIGABRT, "terminate called without an active
+    # exception", pytorch/pytorch#190489).
+    trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
 
 
