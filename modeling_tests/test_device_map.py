@@ -13,6 +13,8 @@ from transformers import CONFIG_MAPPING
 
 from slowfast_hf import SlowFastForConditionalGeneration
 from slowfast_hf.hybrid_attention import decoder_layers
+from slowfast_hf.slow_key_values import cached_slow_key_values
+from slowfast_hf.transformers_compat import CACHE_KWARG
 
 # (decoder family, vision config): the encoder blocks of each vision family, as its Transformers model names them
 FAMILIES = {
@@ -141,9 +143,12 @@ def test_slow_keys_values_are_projected_on_each_hybrid_layers_device(saved_hybri
     )
     video = frames(6, seed=2)
     input_ids = torch.tensor([video_prompt(plain, 6)])
-    with torch.no_grad():
-        expected = plain(input_ids=input_ids, pixel_values_videos=video[None]).slow_key_values.key_values
-        actual = offloaded(input_ids=input_ids, pixel_values_videos=video[None]).slow_key_values.key_values
+    key_values = {}
+    for name, model in (("plain", plain), ("offloaded", offloaded)):
+        with torch.no_grad():
+            output = model(input_ids=input_ids, pixel_values_videos=video[None], use_cache=True)
+        key_values[name] = cached_slow_key_values(getattr(output, CACHE_KWARG)).key_values
+    expected, actual = key_values["plain"], key_values["offloaded"]
     assert sorted(actual) == sorted(expected) == [0, 2]
     for index, (key, value) in actual.items():
         assert key.device.type == value.device.type == "cpu"  # the execution device, not `meta`
