@@ -134,7 +134,7 @@ def count_slowfast(setting: Setting, num_frames: int, grid: tuple[int, int]) -> 
         fast=num_fast,
         slow=num_slow,
         total=counter.get_total_flops(),
-        slow_kv=module_flops(counter, ".cross_attn.kv_proj"),  # run by `project_slow_tokens`, outside `cross_attn`
+        slow_kv=module_flops(counter, ".cross_attn.kv_proj"),  # in each hybrid layer, before `cross_attn`'s forward
         cross_attn=module_flops(counter, ".cross_attn"),  # cross-attention + gate, at the text positions
         lm_head=module_flops(counter, ".lm_head"),
     )

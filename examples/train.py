@@ -147,7 +147,18 @@ def main():
         processing_class=processor,
     )
     trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded; the final model is gathered into one ordinary folder
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model()  # the model (or LoRA adapter) and the processor, into --output_dir
+    # Shut down in order: every process waits for the main one to finish writing, the DDP/FSDP-wrapped model (which
+    # holds the process group) is released, then the process group is destroyed. Left to interpreter exit, gloo's
+    # threads can abort a finished run (SIGABRT, "terminate called without an active exception",
+    # pytorch/pytorch#190489); destroyed while the wrapped model still lives, a process can hang when freeing it.
+    accelerator = trainer.accelerator
+    accelerator.wait_for_everyone()
+    del trainer, model
+    accelerator.free_memory()  # drops the accelerator's own references to the wrapped model, then collects garbage
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

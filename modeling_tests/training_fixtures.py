@@ -25,6 +25,8 @@ from slowfast_hf import SlowFastProcessor, SlowFastVideoProcessor
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO_ROOT / "examples" / "train.py"
 DDP_CONFIG = REPO_ROOT / "examples" / "accelerate_configs" / "ddp.yaml"
+FSDP_CONFIG = REPO_ROOT / "examples" / "accelerate_configs" / "fsdp.yaml"
+FSDP_ON_CPU = Path(__file__).resolve().parent / "fsdp_on_cpu.py"
 NUM_FRAMES = 4  # frames sampled per clip
 FAST_TEMPORAL_STRIDE = 2
 
@@ -78,7 +80,7 @@ def video_entry(video: str | None, *turns: str, **extra) -> dict:
     return entry
 
 
-LAUNCHERS = ("python", "torchrun", "accelerate")
+LAUNCHERS = ("python", "torchrun", "accelerate", "accelerate_fsdp")
 
 
 def _free_port() -> int:
@@ -93,16 +95,22 @@ def run_train_script(
     """
     Run `examples/train.py` in fresh processes, offline and with one thread per process; raise with its output when
     it fails. `launcher`: `"python"` (one process), `"torchrun"` (`torch.distributed.run --standalone`) or
-    `"accelerate"` (`accelerate launch` with `examples/accelerate_configs/ddp.yaml`), with `nproc` processes.
+    `"accelerate"` (`accelerate launch` with `examples/accelerate_configs/ddp.yaml`) or `"accelerate_fsdp"` (with
+    `fsdp.yaml`, through `fsdp_on_cpu.py`), with `nproc` processes.
     """
     script = str(TRAIN_SCRIPT)
     if launcher == "python":
         command = [sys.executable, script]
     elif launcher == "torchrun":
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
-    elif launcher == "accelerate":
-        command = [sys.executable, "-m", "accelerate.commands.launch", f"--config_file={DDP_CONFIG}"]
-        command += [f"--num_processes={nproc}", f"--main_process_port={_free_port()}", "--mixed_precision=no", script]
+    elif launcher in ("accelerate", "accelerate_fsdp"):
+        if launcher == "accelerate":
+            config, scripts = DDP_CONFIG, [script]
+        else:
+            config, scripts = FSDP_CONFIG, [str(FSDP_ON_CPU), script]
+        command = [sys.executable, "-m", "accelerate.commands.launch", f"--config_file={config}"]
+        command += [f"--num_processes={nproc}", f"--main_process_port={_free_port()}", "--mixed_precision=no"]
+        command += scripts
     else:
         raise ValueError(f"`launcher` must be one of {LAUNCHERS}, got {launcher!r}.")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}

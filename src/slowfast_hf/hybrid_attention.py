@@ -146,10 +146,20 @@ class SlowFastCrossAttention(nn.Module):
 
 @dataclass
 class SlowFastAttentionContext:
-    """What the attention wrapper needs in one forward pass; travels to it through the decoder's `**kwargs`."""
+    """
+    What the attention wrapper needs in one forward pass; travels to it through the decoder's `**kwargs`.
+
+    With `slow_tokens` (a prompt's forward pass), each hybrid layer projects them itself, inside its own forward, and
+    stores its keys/values in `slow_key_values`: that is where FSDP has gathered the layer's sharded parameters,
+    device maps have put them on the layer's device (or loaded them from the offload), and activation checkpointing
+    recomputes the projection with the rest of the layer. Without them (later decoding steps), `slow_key_values`
+    already holds every hybrid layer's keys/values.
+    """
 
     slow_key_values: SlowKeyValues
     query_mask: torch.Tensor  # (B, L) bool, positions of this forward pass that receive the cross term
+    slow_tokens: torch.Tensor | None = None  # (B, N, D), to project in each hybrid layer
+    layers: nn.ModuleList | None = None  # the decoder layers, with `slow_tokens`
     layers_reached: set[int] = field(default_factory=set)  # hybrid layers whose attention received this context
 
     @cached_property
@@ -190,9 +200,14 @@ def _make_hybrid_attention(implementation: str):
         query_positions = None if is_torchdynamo_compiling() else context.query_positions
         if not is_torchdynamo_compiling():
             context.layers_reached.add(module.layer_idx)
+        slow_key_values = context.slow_key_values
+        if context.slow_tokens is not None:
+            layer = context.layers[module.layer_idx]
+            slow_key_values.key_values[module.layer_idx] = project_layer_slow_tokens(
+                layer, context.slow_tokens, query.device
+            )
         if query_positions is not None and query_positions[0].shape[1] == 0:
             return attn_output, attn_weights
-        slow_key_values = context.slow_key_values
         slow_key, slow_value = slow_key_values.key_values[module.layer_idx]
         attn_output = cross_attn(
             query,
@@ -345,17 +360,28 @@ def project_slow_tokens(
     concatenated into contiguous tensors: every decoding step reads them, and SDPA reads strided views about 3x slower
     on CPU.
     """
-    key_values = {}
-    for index, layer in enumerate(decoder_layers(language_model)):
-        cross_attn = getattr(layer.self_attn, "cross_attn", None)
-        if cross_attn is not None:
-            tokens = slow_tokens.to(cross_attn.kv_proj.weight.device)
-            chunks = [
-                cross_attn.project_slow_tokens(layer.input_layernorm(chunk))
-                for chunk in tokens.split(SLOW_TOKEN_CHUNK_SIZE, dim=1)
-            ]
-            key_values[index] = tuple(torch.cat(parts, dim=2) for parts in zip(*chunks))  # key, value: (B, Hkv, N, d)
+    key_values = {
+        index: project_layer_slow_tokens(layer, slow_tokens, layer.self_attn.cross_attn.kv_proj.weight.device)
+        for index, layer in enumerate(decoder_layers(language_model))
+        if hasattr(layer.self_attn, "cross_attn")
+    }
     return SlowKeyValues(key_values, slow_token_mask, slow_token_mask.any(dim=1))
+
+
+def project_layer_slow_tokens(
+    layer: nn.Module, slow_tokens: torch.Tensor, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    One hybrid layer's slow keys/values, on `device`: (B, N, D) slow tokens -> the layer's `input_layernorm`, its
+    slow K/V projection -> key, value, each (B, Hkv, N, d) and contiguous (see `project_slow_tokens`).
+    """
+    cross_attn = layer.self_attn.cross_attn
+    chunks = [
+        cross_attn.project_slow_tokens(layer.input_layernorm(chunk))
+        for chunk in slow_tokens.to(device).split(SLOW_TOKEN_CHUNK_SIZE, dim=1)
+    ]
+    key, value = (torch.cat(parts, dim=2) for parts in zip(*chunks))
+    return key, value
 
 
 __all__ = [
@@ -364,5 +390,6 @@ __all__ = [
     "SlowKeyValues",
     "add_hybrid_layers",
     "hybrid_attention_implementation",
+    "project_layer_slow_tokens",
     "project_slow_tokens",
 ]

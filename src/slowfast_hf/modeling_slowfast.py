@@ -23,8 +23,8 @@ from .hybrid_attention import (
     add_hybrid_layers,
     decoder_layers,
     hybrid_attention_implementation,
+    hybrid_layer_indices,
     init_cross_attention,
-    project_slow_tokens,
 )
 from .slow_key_values import SlowKeyValues, cached_slow_key_values, store_slow_key_values
 from .token_builder import SlowFastTokenBuilder
@@ -43,14 +43,28 @@ from .visual_inputs import (
 logger = logging.get_logger(__name__)
 
 
-
-
 def set_layer_norm_eps(module: nn.Module, eps: float) -> None:
     """Make every `nn.LayerNorm` (and subclass, e.g. `ConvNextLayerNorm`) inside `module` use `eps`: they read
     `self.eps` at every call, so the encoder's own modeling code runs unchanged."""
     for submodule in module.modules():
         if isinstance(submodule, nn.LayerNorm):
             submodule.eps = eps
+
+
+def present_no_split_modules(model: nn.Module) -> set[str]:
+    """
+    The block classes that device maps, big-model loading and FSDP's auto-wrap must keep whole: those the wrapped
+    Transformers models declare in their own `_no_split_modules` (the decoder's layer class, the vision encoder's
+    layers, ...), restricted to the classes `model` holds. A hybrid layer's cross-attention is a submodule of its
+    decoder layer's `self_attn`, so it always stays with its layer.
+    """
+    declared = set()
+    for module in model.modules():
+        if module is not model and isinstance(module, PreTrainedModel):
+            declared.update(module._no_split_modules or ())
+    # A vision tower taken out of a two-tower model (SigLIP) declares its text tower's blocks too; accelerate refuses
+    # wrap classes the model does not hold.
+    return declared & {type(module).__name__ for module in model.modules()}
 
 
 class SlowFastMultiModalProjector(nn.Module):
@@ -83,6 +97,10 @@ class SlowFastPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    def post_init(self):
+        super().post_init()
+        self._no_split_modules = present_no_split_modules(self)
 
     @torch.no_grad()
     def initialize_weights(self):
@@ -137,7 +155,14 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                 "AutoModel": "modeling_slowfast.SlowFastModel",
                 "AutoModelForImageTextToText": "modeling_slowfast.SlowFastForConditionalGeneration",
             }
-        return super().save_pretrained(*args, **kwargs)
+        # FSDP2 turns the model's class into a subclass of its own, defined in torch; save as the slow-fast class, so
+        # that the config's `auto_map` and the code shipped with the weights are this package's, not torch's.
+        wrapped_class = type(self)
+        self.__class__ = next(cls for cls in wrapped_class.__mro__ if cls.__module__ == __name__)
+        try:
+            return super().save_pretrained(*args, **kwargs)
+        finally:
+            self.__class__ = wrapped_class
 
     def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
         super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
@@ -346,6 +371,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 "(`config.cross_attn_generated_tokens=False`, the released models' behaviour): only the forward pass "
                 "that receives the images or videos uses their slow tokens."
             )
+        slow_tokens = None
         if items:
             if slow_key_values is not None:
                 raise ValueError(
@@ -353,7 +379,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     "it (every earlier text position would have to attend them too). Start from a cache without them."
                 )
             slow_tokens, slow_token_mask = gather_slow_tokens(items, inputs_embeds.shape[0], video_mask.device)
-            slow_key_values = project_slow_tokens(self.language_model, slow_tokens, slow_token_mask)
+            # filled by each hybrid layer, which projects the slow tokens inside its own forward
+            slow_key_values = SlowKeyValues({}, slow_token_mask, slow_token_mask.any(dim=1))
             # with `cross_attn_generated_tokens=False` (the released behaviour) only this pass uses them: later
             # passes neither read nor keep them
             if cache is not None and self.config.cross_attn_generated_tokens:
@@ -362,7 +389,12 @@ class SlowFastModel(SlowFastPreTrainedModel):
         context = None
         if slow_key_values is not None:
             query_mask = self._query_mask(image_mask | video_mask, attention_mask, slow_key_values, bool(items))
-            context = kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(slow_key_values, query_mask)
+            context = kwargs[SLOW_FAST_CONTEXT_KWARG] = SlowFastAttentionContext(
+                slow_key_values,
+                query_mask,
+                slow_tokens=slow_tokens,
+                layers=decoder_layers(self.language_model),
+            )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -375,7 +407,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         if (
             context is not None
             and not is_torchdynamo_compiling()
-            and (missing := set(slow_key_values.key_values) - context.layers_reached)
+            and (missing := set(hybrid_layer_indices(self.language_model)) - context.layers_reached)
         ):
             raise ValueError(
                 f"Hybrid layers {sorted(missing)} never received the slow tokens: "

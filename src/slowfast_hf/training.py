@@ -56,6 +56,7 @@ FREEZE_PRESETS: tuple[str, ...] = get_args(FreezePreset)
 # Every parameter of a hybrid layer's `self_attn.cross_attn` (`kv_proj`, `gate_proj`, `gate_alpha`), also under
 # wrappers that prefix or nest the names (DDP's `module.`, PEFT's `base_model.model.` and `modules_to_save.default.`).
 HYBRID_PARAMETER_PATTERN = re.compile(r"(?:^|\.)cross_attn\.")
+VISUAL_INPUTS = ("pixel_values", "pixel_values_videos")
 
 
 def is_hybrid_parameter(name: str) -> bool:
@@ -272,6 +273,14 @@ class SlowFastTrainer(Trainer):
         return optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.is_fsdp_enabled and model.training and not any(key in inputs for key in VISUAL_INPUTS):
+            # FSDP reduces each unit's gradients in one collective; a process whose batch leaves the projector (and
+            # the hybrid cross-attention) unused would send fewer of them than the others, and the run would abort.
+            raise ValueError(
+                "Under FSDP every training batch of every process must hold an image or a video; this batch is text "
+                "only. Mix text-only samples into batches with videos (a larger `per_device_train_batch_size`), or "
+                "train with DDP, which handles them."
+            )
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
         if model.training and torch.is_grad_enabled() and not loss.requires_grad:
