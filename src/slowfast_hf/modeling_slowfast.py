@@ -22,7 +22,6 @@ from .hybrid_attention import (
     SlowFastAttentionContext,
     add_hybrid_layers,
     decoder_layers,
-    hybrid_attention_implementation,
     init_cross_attention,
     project_slow_tokens,
 )
@@ -130,15 +129,6 @@ class SlowFastPreTrainedModel(PreTrainedModel):
                 "AutoModelForImageTextToText": "modeling_slowfast.SlowFastForConditionalGeneration",
             }
         return super().save_pretrained(*args, **kwargs)
-
-    def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
-        super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
-        for module in self.modules():
-            if isinstance(module, SlowFastModel):
-                language_config = module.language_model.config
-                language_config._attn_implementation = hybrid_attention_implementation(
-                    language_config._attn_implementation
-                )
 
 
 class SlowFastModel(SlowFastPreTrainedModel):
