@@ -10,6 +10,7 @@ with them open (α ≠ 0), where the slow path changes the outputs.
 
 import sys
 import unittest
+from unittest import mock
 
 import pytest
 import torch
@@ -23,19 +24,26 @@ except RuntimeError as error:  # no sdist: nothing to run the mixins with
 
 from tests.test_configuration_common import ConfigTester  # noqa: E402
 from tests.test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor  # noqa: E402
-from transformers.testing_utils import torch_device  # noqa: E402
+from transformers.models.auto import modeling_auto  # noqa: E402
 
-from conftest import activate_hybrid_layers  # noqa: E402
-from slowfast_hf import SlowFastConfig, SlowFastForConditionalGeneration, SlowFastModel  # noqa: E402
+from slowfast_hf import (  # noqa: E402
+    SlowFastConfig,
+    SlowFastForConditionalGeneration,
+    SlowFastModel,
+    SlowFastTokenBuilder,
+    hybrid_attention,
+    modeling_slowfast,
+)
+from slowfast_hf.hybrid_attention import init_cross_attention  # noqa: E402
 
 VIDEO_TOKEN_ID = 98
 IMAGE_TOKEN_ID = 97
 
 
 class SlowFastModelTester:
-    """Tiny config and inputs: each sample holds one 4-frame video of 16x16 frames (2x2 patch grid)."""
+    """Tiny config and inputs: each sample holds one 16x16 image and one 4-frame video of 16x16 frames (4x4 patches)."""
 
-    def __init__(self, parent, batch_size=3, text_length=7, num_frames=4):
+    def __init__(self, parent, batch_size=7, text_length=7, num_frames=4):
         self.parent = parent
         self.batch_size = batch_size
         self.num_frames = num_frames
@@ -58,6 +66,7 @@ class SlowFastModelTester:
             "intermediate_size": 37,
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
+            "vision_use_head": False,
         }
         self.num_hidden_layers = self.text_config["num_hidden_layers"]
         self.num_attention_heads = self.text_config["num_attention_heads"]
@@ -65,10 +74,11 @@ class SlowFastModelTester:
         self.vocab_size = self.text_config["vocab_size"]
         self.image_size = self.vision_config["image_size"]
         self.is_training = True
-        # 4 frames of a 4x4 patch grid (16x16 px, patch 4); slow tokens pool 2x2 -> 2x2 per frame; fast tokens
-        # average those over temporal windows of 2 -> 2 fast frames x 4 = 8 fast tokens
-        self.num_fast_tokens = 2 * 4
-        self.seq_length = text_length + self.num_fast_tokens
+        grid = self.image_size // self.vision_config["patch_size"]
+        token_builder = SlowFastTokenBuilder.from_config(self.get_config())
+        self.num_image_tokens = token_builder.num_fast_tokens(1, grid, grid)
+        self.num_video_tokens = token_builder.num_fast_tokens(num_frames, grid, grid)
+        self.seq_length = text_length + self.num_image_tokens + self.num_video_tokens
 
     def get_config(self):
         return SlowFastConfig(
@@ -82,25 +92,40 @@ class SlowFastModelTester:
         )
 
     def prepare_config_and_inputs_for_common(self):
+        """Per sample: 2 text tokens, one image's and one video's placeholders, then text."""
         config = self.get_config()
         input_ids = ids_tensor([self.batch_size, self.seq_length], IMAGE_TOKEN_ID - 2) + 2  # no placeholder
-        input_ids[:, 2 : 2 + self.num_fast_tokens] = VIDEO_TOKEN_ID
-        pixel_values_videos = floats_tensor(
-            [self.batch_size, self.num_frames, 3, self.image_size, self.image_size]
-        )
+        image_end = 2 + self.num_image_tokens
+        input_ids[:, 2:image_end] = IMAGE_TOKEN_ID
+        input_ids[:, image_end : image_end + self.num_video_tokens] = VIDEO_TOKEN_ID
+        size = self.image_size
         inputs = {
             "input_ids": input_ids,
             "attention_mask": torch.ones_like(input_ids),
-            "pixel_values_videos": pixel_values_videos,
+            "pixel_values": floats_tensor([self.batch_size, 3, size, size]),
+            "pixel_values_videos": floats_tensor([self.batch_size, self.num_frames, 3, size, size]),
         }
         return config, inputs
 
 
+def open_hybrid_gates(cross_attn, *args, **kwargs):
+    """`init_cross_attention`, then the gates opened (α = 0.7, gate bias 0.5) so the slow path changes outputs."""
+    init_cross_attention(cross_attn, *args, **kwargs)
+    with torch.no_grad():
+        cross_attn.gate_alpha.fill_(0.7)
+        if hasattr(cross_attn, "gate_proj"):
+            cross_attn.gate_proj.bias.fill_(0.5)
+
+
 class SlowFastCommonTests(ModelTesterMixin):
     all_model_classes = (SlowFastModel, SlowFastForConditionalGeneration)
+    additional_model_inputs = ["pixel_values", "pixel_values_videos"]  # `test_eager_matches_sdpa_inference` inputs
     _is_composite = True
-    hybrid_alpha = 0.0
     test_torch_exportable = False  # `tests/exporters/` is not in the sdist
+    # `last_hidden_state` of `get_video_features` is the vision encoder's output per frame (total_frames, ...), as for
+    # images; what each video contributes is in `pooler_output`, whose per-video layout the test still checks
+    skip_test_video_features_output_shape = True
+    open_gates = False
 
     def setUp(self):
         self.model_tester = SlowFastModelTester(self)
@@ -110,10 +135,51 @@ class SlowFastCommonTests(ModelTesterMixin):
             has_text_modality=False,
             common_properties=["video_token_id", "image_token_id", "vision_feature_layer"],
         )
+        # what registering in-tree would add: the mixins tell base models and VLMs apart by these tables
+        for table, name in (
+            (modeling_auto.MODEL_MAPPING_NAMES, "SlowFastModel"),
+            (modeling_auto.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES, "SlowFastForConditionalGeneration"),
+        ):
+            patcher = mock.patch.dict(table, {SlowFastConfig.model_type: name})
+            patcher.start()
+            self.addCleanup(patcher.stop)
+        if self.open_gates:
+            for module in (hybrid_attention, modeling_slowfast):
+                patcher = mock.patch.object(module, "init_cross_attention", open_hybrid_gates)
+                patcher.start()
+                self.addCleanup(patcher.stop)
 
     def test_config(self):
         self.config_tester.run_common_tests()
 
+    @unittest.skip(
+        "GenerationTesterMixin (tests/generation/) is not in the sdist; generation is covered by test_generation.py "
+        "and the generation tests below"
+    )
+    def test_generation_tester_mixin_inheritance(self):
+        pass
+
+    @unittest.skip(
+        "asserts every *Attention module's own config says `eager`: hybrid layers' attention modules read a config view "
+        "naming the `slowfast_eager` wrapper (the model's configs say `eager`, test_hybrid_layers checks the dispatch)"
+    )
+    def test_attn_implementation_composite_models(self):
+        pass
+
 
 class SlowFastCommonTestsGatesClosed(SlowFastCommonTests, unittest.TestCase):
-    pass
+    """Hybrid gates at their zero initialisation: the model computes exactly its base decoder on the fast tokens."""
+
+
+class SlowFastCommonTestsGatesOpen(SlowFastCommonTests, unittest.TestCase):
+    """Hybrid gates open (α ≠ 0): every text position of every sample also reads its slow tokens."""
+
+    open_gates = True
+
+    @unittest.skip("the gates are opened on purpose by patching the hybrid initialisation (see the closed-gate class)")
+    def test_can_init_all_missing_weights(self):
+        pass
+
+    @unittest.skip("the gates are opened on purpose by patching the hybrid initialisation (see the closed-gate class)")
+    def test_initialization(self):
+        pass

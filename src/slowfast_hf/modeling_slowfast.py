@@ -12,9 +12,9 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import is_torchdynamo_compiling, logging
+from transformers.utils import can_return_tuple, is_torchdynamo_compiling, logging
 
 from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
@@ -42,6 +42,13 @@ from .visual_inputs import (
 logger = logging.get_logger(__name__)
 
 
+
+
+def check_images(pixel_values) -> None:
+    """`pixel_values` must be (num_images >= 1, C, H, W)."""
+    if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+        shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+        raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
 
 
 class SlowFastMultiModalProjector(nn.Module):
@@ -74,6 +81,14 @@ class SlowFastPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # Transformers guards custom code that writes weights in place by skipping, at initialisation, every module
+        # without parameters of its own (e.g. SigLIP's attention and MLP blocks, whose own init then never runs for
+        # weights missing from a checkpoint). Every init here goes through `transformers.initialization`, like in-tree
+        # models, so the whole model (vision tower and decoder included) initialises as it does in-tree.
+        return False
 
     @torch.no_grad()
     def initialize_weights(self):
@@ -159,6 +174,19 @@ class SlowFastModel(SlowFastPreTrainedModel):
         (num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features, encoded
         `config.vision_batch_size` frames at a time (all at once when None).
         """
+        return self._encode_video_frames(pixel_values)[0]
+
+    def _encode_video_frames(
+        self,
+        pixel_values: torch.Tensor,
+        keep_vision_outputs: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, BaseModelOutput | None]:
+        """
+        `get_frame_features`, and, when `keep_vision_outputs`, the vision encoder's outputs over every frame (last
+        hidden state, and its hidden states / attentions when asked for).
+        """
         if pixel_values.ndim != 4:
             raise ValueError(
                 f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}."
@@ -182,19 +210,37 @@ class SlowFastModel(SlowFastPreTrainedModel):
         batch_size = self.config.vision_batch_size or num_frames
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`config.vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
-        if batch_size >= num_frames:
-            return self._encode_frames(pixel_values)
-        first = self._encode_frames(pixel_values[:batch_size])
-        # (T, h, w, hidden_size), filled chunk by chunk: `torch.cat` would briefly hold every chunk twice
-        features = first.new_empty(num_frames, *first.shape[1:])
-        features[:batch_size] = first
-        for start in range(batch_size, num_frames, batch_size):
-            features[start : start + batch_size] = self._encode_frames(pixel_values[start : start + batch_size])
-        return features
+        chunk_outputs = []
+        features = None
+        for start in range(0, num_frames, batch_size):
+            chunk, vision_outputs = self._encode_frames(pixel_values[start : start + batch_size], output_attentions)
+            if features is None:
+                # (T, h, w, hidden_size), filled chunk by chunk: `torch.cat` would briefly hold every chunk twice
+                features = chunk if batch_size >= num_frames else chunk.new_empty(num_frames, *chunk.shape[1:])
+            if batch_size < num_frames:
+                features[start : start + batch_size] = chunk
+            if keep_vision_outputs:
+                chunk_outputs.append(vision_outputs)
+        if not keep_vision_outputs:
+            return features, None
 
-    def _encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(T, C, H, W) pixels -> (T, h, w, hidden_size): vision encoder, feature selection and projector."""
-        outputs = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        def concatenate(name):
+            per_chunk = [getattr(outputs, name) for outputs in chunk_outputs]
+            return tuple(torch.cat(layer) for layer in zip(*per_chunk)) if per_chunk[0] is not None else None
+
+        return features, BaseModelOutput(
+            last_hidden_state=torch.cat([outputs.last_hidden_state for outputs in chunk_outputs]),
+            hidden_states=concatenate("hidden_states") if output_hidden_states else None,
+            attentions=concatenate("attentions") if output_attentions else None,
+        )
+
+    def _encode_frames(self, pixel_values: torch.Tensor, output_attentions: bool = False):
+        """(T, C, H, W) pixels -> (T, h, w, hidden_size) through the vision encoder, feature selection and projector,
+        and the vision encoder's outputs."""
+        attention_kwargs = {"output_attentions": True} if output_attentions else {}
+        outputs = self.vision_tower(
+            pixel_values.to(self.vision_tower.dtype), output_hidden_states=True, return_dict=True, **attention_kwargs
+        )
         features = outputs.hidden_states[self.config.vision_feature_layer]
         if features.ndim == 4:  # convolutional encoders: (T, C, h, w)
             features = rearrange(features, "t c h w -> t h w c")
@@ -209,11 +255,45 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     f"{grid_height}x{grid_width} grid; check `vision_feature_select_strategy`."
                 )
             features = rearrange(features, "t (h w) c -> t h w c", h=grid_height)
-        return self.multi_modal_projector(features)
+        return self.multi_modal_projector(features), outputs
 
-    def get_video_features(
-        self, pixel_values_videos: torch.Tensor, video_num_frames: torch.Tensor | list[int] | None = None
+    def _visual_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_num_frames,
+        keep_vision_outputs: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        argument: str = "pixel_values_videos",
     ) -> SlowFastVisualFeatures:
+        """The slow/fast tokens of videos (or, with `argument="pixel_values"`, of images as one-frame videos)."""
+        frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
+        check_pixels(frames, argument)
+        frame_features, vision_outputs = self._encode_video_frames(
+            frames, keep_vision_outputs, output_hidden_states, output_attentions
+        )
+        fast_tokens, slow_tokens = [], []
+        for video in frame_features.split(num_frames):
+            fast, slow = self.token_builder(video)
+            fast_tokens.append(fast)
+            slow_tokens.append(slow)
+        return SlowFastVisualFeatures(
+            last_hidden_state=vision_outputs.last_hidden_state if vision_outputs is not None else None,
+            pooler_output=fast_tokens,
+            hidden_states=vision_outputs.hidden_states if vision_outputs is not None else None,
+            attentions=vision_outputs.attentions if vision_outputs is not None else None,
+            fast_tokens=fast_tokens,
+            slow_tokens=slow_tokens,
+        )
+
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_num_frames: torch.Tensor | list[int] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> SlowFastVisualFeatures | tuple:
         """
         Args:
             pixel_values_videos (`torch.Tensor`):
@@ -222,24 +302,39 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 frames one after another, split by `video_num_frames` (one video when None).
             video_num_frames (`torch.Tensor` or `list[int]` of shape `(num_videos,)`, *optional*):
                 The number of frames of each video.
+            output_hidden_states / output_attentions (`bool`, *optional*):
+                Also return the vision encoder's hidden states / attentions (defaults: the config's).
+            return_dict (`bool`, *optional*):
+                `False` returns `SlowFastVisualFeatures.to_tuple()` (defaults: the config's).
+        Returns:
+            [`SlowFastVisualFeatures`]: the fast tokens (also as `pooler_output`) and slow tokens of each video, and
+            the vision encoder's outputs.
         """
-        frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
-        check_pixels(frames, "pixel_values_videos")
-        frame_features = self.get_frame_features(frames)
-        fast_tokens, slow_tokens = [], []
-        for video in frame_features.split(num_frames):
-            fast, slow = self.token_builder(video)
-            fast_tokens.append(fast)
-            slow_tokens.append(slow)
-        return SlowFastVisualFeatures(fast_tokens=fast_tokens, slow_tokens=slow_tokens)
+        return self._visual_features(
+            pixel_values_videos,
+            video_num_frames,
+            keep_vision_outputs=True,
+            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+        )
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> SlowFastVisualFeatures:
-        """`pixel_values` (num_images, C, H, W): each image is a one-frame video."""
-        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
-            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
-            raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
-        check_pixels(pixel_values, "pixel_values")
-        return self.get_video_features(pixel_values, [1] * pixel_values.shape[0])
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> SlowFastVisualFeatures | tuple:
+        """`pixel_values` (num_images, C, H, W): each image is a one-frame video; see `get_video_features`."""
+        check_images(pixel_values)
+        return self._visual_features(
+            pixel_values,
+            [1] * pixel_values.shape[0],
+            keep_vision_outputs=True,
+            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            argument="pixel_values",
+        )
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
         """(B, L) bool mask of the positions holding placeholder `token_id`."""
@@ -251,6 +346,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
         return (inputs_embeds == placeholder).all(-1)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -293,9 +389,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
         image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
         video_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
+            check_images(pixel_values)
+            image_features = self._visual_features(pixel_values, [1] * pixel_values.shape[0], argument="pixel_values")
         if pixel_values_videos is not None:
-            video_features = self.get_video_features(pixel_values_videos, video_num_frames)
+            video_features = self._visual_features(pixel_values_videos, video_num_frames)
 
         if cache is None and (use_cache if use_cache is not None else self.language_model.config.use_cache):
             # the cache the decoder would create, made here so that it holds the slow keys/values too
@@ -341,6 +438,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **{CACHE_KWARG: cache},
             **kwargs,
         )
@@ -378,6 +476,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
 
 class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SlowFastConfig):
         super().__init__(config)
@@ -395,12 +494,15 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_video_features(self, pixel_values_videos, video_num_frames=None) -> SlowFastVisualFeatures:
-        return self.model.get_video_features(pixel_values_videos, video_num_frames)
+    def get_video_features(self, pixel_values_videos, video_num_frames=None, **kwargs) -> SlowFastVisualFeatures:
+        """See [`SlowFastModel.get_video_features`]."""
+        return self.model.get_video_features(pixel_values_videos, video_num_frames, **kwargs)
 
-    def get_image_features(self, pixel_values) -> SlowFastVisualFeatures:
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(self, pixel_values, **kwargs) -> SlowFastVisualFeatures:
+        """See [`SlowFastModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values, **kwargs)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -437,6 +539,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             past_key_values=past_key_values,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -474,9 +577,9 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                 if pixels is not None and features is not None:
                     raise ValueError(f"Pass either pixels or `{kind}_features` for the {kind}s, not both.")
                 if pixels is not None and kind == "image":
-                    features = self.get_image_features(pixels)
+                    features = self.model._visual_features(pixels, [1] * pixels.shape[0], argument="pixel_values")
                 elif pixels is not None:
-                    features = self.get_video_features(pixels, model_kwargs.pop("video_num_frames", None))
+                    features = self.model._visual_features(pixels, model_kwargs.pop("video_num_frames", None))
                 if features is not None:
                     check_visual_features(features, kind, self.config.text_config.hidden_size)
                     mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
