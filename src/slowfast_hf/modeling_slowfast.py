@@ -558,14 +558,18 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool = False, **kwargs
+    ):  # `inputs_embeds` named: `generate` accepts it only when this signature does
         if not is_first_iteration and not kwargs.get("use_cache", True):
-            _check_no_generated_placeholder(args[0] if args else kwargs.get("input_ids"), self.config)
+            _check_no_generated_placeholder(input_ids, self.config)
         if not is_first_iteration and kwargs.get("use_cache", True):
             # the prompt's images and videos live on in the cache (fast tokens' keys/values, slow keys/values)
             for key in ("video_num_frames", "image_features", "video_features"):
                 kwargs.pop(key, None)
-        return super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        return super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """Beam search and `num_return_sequences` repeat every sample; its images and videos must follow it. They are
@@ -582,7 +586,10 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                     features = self.model._visual_features(pixels, model_kwargs.pop("video_num_frames", None))
                 if features is not None:
                     check_visual_features(features, kind, self.config.text_config.hidden_size)
-                    mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
+                    inputs_embeds = model_kwargs.get("inputs_embeds")
+                    # with `inputs_embeds`, `input_ids` is an empty (B, 0) placeholder: find the placeholders in the embeds
+                    ids = input_ids if inputs_embeds is None else None
+                    mask = self.model.get_placeholder_mask(ids, inputs_embeds, token_id)
                     model_kwargs[f"{kind}_features"] = repeat_per_sample(features, mask, expand_size, kind)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
 
