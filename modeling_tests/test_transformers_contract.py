@@ -1,6 +1,7 @@
 """Regression tests for the Transformers model contract (issue 10): `return_dict`, user-visible attention
 implementation names, v5 `get_*_features` outputs, `generate(inputs_embeds=...)` with videos, `_tp_plan` and the
-in-tree initialisation of sub-models. All run with the hybrid gates open, where the slow path changes outputs."""
+in-tree initialisation of sub-models, assisted and prompt-lookup decoding with videos. All run with the hybrid gates
+open, where the slow path changes outputs."""
 
 import pytest
 import torch
@@ -113,3 +114,23 @@ def test_missing_weights_get_the_vision_towers_own_initialisation():
     q_proj = next(p for n, p in model.model.vision_tower.named_parameters() if n.endswith("self_attn.q_proj.weight"))
     assert q_proj.abs().max() > 0.15
     assert q_proj.abs().max() <= (6 / 64) ** 0.5 + 1e-6
+
+
+# (a text-only assistant is refused by Transformers itself, which hands it the pixels: as for any in-tree VLM)
+@pytest.mark.parametrize("assistant", ["slowfast", "prompt_lookup"])
+@torch.no_grad()
+def test_assisted_and_prompt_lookup_decoding_with_a_video_match_greedy(hybrid_model, assistant):
+    inputs = video_inputs(hybrid_model)
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    greedy = hybrid_model.generate(**inputs, **kwargs)
+    if assistant == "prompt_lookup":
+        kwargs["prompt_lookup_num_tokens"] = 3
+    else:  # gets the text without the pixels, reads the placeholders as text
+        kwargs["assistant_model"] = activate_hybrid_layers(tiny_slowfast_model(seed=4))
+    assert torch.equal(hybrid_model.generate(**inputs, **kwargs), greedy)
+
+
+def test_placeholders_without_their_video_are_still_refused_outside_assisted_decoding(hybrid_model):
+    inputs = video_inputs(hybrid_model)
+    with pytest.raises(ValueError, match="video placeholder tokens but no video was given"):
+        hybrid_model.generate(input_ids=inputs["input_ids"], max_new_tokens=2, pad_token_id=0)

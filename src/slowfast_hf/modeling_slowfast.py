@@ -361,6 +361,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
+        visual_placeholders_as_text: bool = False,
         **kwargs,
     ) -> BaseModelOutputWithPast:
         r"""
@@ -372,6 +373,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
             (`past_key_values` before Transformers 5.24); either name is accepted. It also carries the slow tokens'
             keys/values, projected once when the video is read: a cache that holds a video's prefix answers later
             text (decoding steps, a question, the next chat turn) without pixels or features.
+        visual_placeholders_as_text (`bool`, *optional*, defaults to `False`): embed image/video placeholders that
+            come without their image/video as ordinary tokens instead of refusing them. `generate` sets it for an
+            assistant model in assisted decoding, which Transformers gives the text but not the pixels (the target
+            model, which sees them, verifies every proposed token).
         """
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
@@ -408,7 +413,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     f"cannot be found; set it to the id of the tokenizer's {kind} placeholder token."
                 )
             if features is None:
-                if is_prefill and mask.any():
+                if is_prefill and mask.any() and not visual_placeholders_as_text:
                     raise ValueError(
                         f"The text holds {int(mask.sum())} {kind} placeholder tokens but no {kind} was given."
                     )
@@ -519,6 +524,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
+        visual_placeholders_as_text: bool = False,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -539,6 +545,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             past_key_values=past_key_values,
+            visual_placeholders_as_text=visual_placeholders_as_text,
             return_dict=True,
             **kwargs,
         )
@@ -567,6 +574,11 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             # the prompt's images and videos live on in the cache (fast tokens' keys/values, slow keys/values)
             for key in ("video_num_frames", "image_features", "video_features"):
                 kwargs.pop(key, None)
+            cache = kwargs.get(CACHE_KWARG)
+            if cache is not None and cache.get_seq_length() == 0:
+                # a prefill outside the first iteration: an assistant model in assisted decoding, which Transformers
+                # gives no pixels; like LLaVA-OneVision, it reads the placeholders as text
+                kwargs["visual_placeholders_as_text"] = True
         return super().prepare_inputs_for_generation(
             input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
         )
