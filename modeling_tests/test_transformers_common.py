@@ -36,8 +36,9 @@ from slowfast_hf import (  # noqa: E402
 )
 from slowfast_hf.hybrid_attention import init_cross_attention  # noqa: E402
 
-VIDEO_TOKEN_ID = 98
-IMAGE_TOKEN_ID = 97
+# low ids, as in-tree testers use: `test_resize_tokens_embeddings` clamps the ids to a smaller vocabulary
+IMAGE_TOKEN_ID = 1
+VIDEO_TOKEN_ID = 2
 
 
 class SlowFastModelTester:
@@ -94,7 +95,7 @@ class SlowFastModelTester:
     def prepare_config_and_inputs_for_common(self):
         """Per sample: 2 text tokens, one image's and one video's placeholders, then text."""
         config = self.get_config()
-        input_ids = ids_tensor([self.batch_size, self.seq_length], IMAGE_TOKEN_ID - 2) + 2  # no placeholder
+        input_ids = ids_tensor([self.batch_size, self.seq_length], self.vocab_size - 3) + 3  # no placeholder
         image_end = 2 + self.num_image_tokens
         input_ids[:, 2:image_end] = IMAGE_TOKEN_ID
         input_ids[:, image_end : image_end + self.num_video_tokens] = VIDEO_TOKEN_ID
@@ -125,6 +126,8 @@ class SlowFastCommonTests(ModelTesterMixin):
     # `last_hidden_state` of `get_video_features` is the vision encoder's output per frame (total_frames, ...), as for
     # images; what each video contributes is in `pooler_output`, whose per-video layout the test still checks
     skip_test_video_features_output_shape = True
+    # SigLIP's post_layernorm gets no gradient: features are its hidden_states[-1], before that norm (as in LLaVA)
+    test_all_params_have_gradient = False
     open_gates = False
 
     def setUp(self):
@@ -152,6 +155,10 @@ class SlowFastCommonTests(ModelTesterMixin):
     def test_config(self):
         self.config_tester.run_common_tests()
 
+    @unittest.skip("reentrant activation checkpointing is refused on purpose: the slow K/V reach the layers as kwargs")
+    def test_training_gradient_checkpointing_use_reentrant_true(self):
+        pass
+
     @unittest.skip(
         "GenerationTesterMixin (tests/generation/) is not in the sdist; generation is covered by test_generation.py "
         "and the generation tests below"
@@ -167,6 +174,15 @@ class SlowFastCommonTests(ModelTesterMixin):
         pass
 
 
+RANDOM_IDS_REASON = (
+    "feeds random ids over the whole vocabulary, placeholders included, without their images/videos, which the model "
+    "refuses by design (test_transformers_contract checks the refusal)"
+)
+for _name in dir(ModelTesterMixin):
+    if _name.startswith("test_model_rope_scaling_from_config_"):  # the parameterized variants
+        setattr(SlowFastCommonTests, _name, unittest.skip(RANDOM_IDS_REASON)(lambda self: None))
+
+
 class SlowFastCommonTestsGatesClosed(SlowFastCommonTests, unittest.TestCase):
     """Hybrid gates at their zero initialisation: the model computes exactly its base decoder on the fast tokens."""
 
@@ -175,6 +191,8 @@ class SlowFastCommonTestsGatesOpen(SlowFastCommonTests, unittest.TestCase):
     """Hybrid gates open (α ≠ 0): every text position of every sample also reads its slow tokens."""
 
     open_gates = True
+    # the base model computes the same hybrid layers; the closed-gate class runs it (halves this class's run time)
+    all_model_classes = (SlowFastForConditionalGeneration,)
 
     @unittest.skip("the gates are opened on purpose by patching the hybrid initialisation (see the closed-gate class)")
     def test_can_init_all_missing_weights(self):
