@@ -24,13 +24,17 @@ except RuntimeError as error:  # no sdist: nothing to run the mixins with
 
 from tests.test_configuration_common import ConfigTester  # noqa: E402
 from tests.test_modeling_common import ModelTesterMixin, floats_tensor, ids_tensor  # noqa: E402
+from tests.test_processing_common import ProcessorTesterMixin  # noqa: E402
 from transformers.models.auto import modeling_auto  # noqa: E402
 
+from conftest import train_tiny_tokenizer  # noqa: E402
 from slowfast_hf import (  # noqa: E402
     SlowFastConfig,
     SlowFastForConditionalGeneration,
     SlowFastModel,
+    SlowFastProcessor,
     SlowFastTokenBuilder,
+    SlowFastVideoProcessor,
     hybrid_attention,
     modeling_slowfast,
 )
@@ -201,3 +205,61 @@ class SlowFastCommonTestsGatesOpen(SlowFastCommonTests, unittest.TestCase):
     @unittest.skip("the gates are opened on purpose by patching the hybrid initialisation (see the closed-gate class)")
     def test_initialization(self):
         pass
+
+
+class SlowFastProcessorCommonTests(ProcessorTesterMixin, unittest.TestCase):
+    """The processor (trained tiny tokenizer + video processor at 32x32 px, patch 8) in Transformers' processor tests."""
+
+    processor_class = SlowFastProcessor
+
+    @classmethod
+    def _setup_tokenizer(cls):
+        return train_tiny_tokenizer()
+
+    @classmethod
+    def _setup_video_processor(cls):
+        return SlowFastVideoProcessor(size={"height": 32, "width": 32})
+
+    @staticmethod
+    def prepare_processor_dict():
+        return {"patch_size": 8, "fast_temporal_stride": 2}
+
+
+NO_TORCHVISION = "loads the saved video processor through AutoVideoProcessor, which needs torchvision (no CPU build here)"
+HUB_VIDEOS = "reads its videos from the Hub (no network here; test_processing decodes real local files)"
+PROCESSOR_SKIPS = {
+    "test_kwargs_overrides_default_subprocessor_kwargs_1_videos": NO_TORCHVISION,
+    "test_processor_from_pretrained_vs_from_components": NO_TORCHVISION,
+    "test_subprocessor_defaults_0_text": NO_TORCHVISION,
+    "test_subprocessor_defaults_2_videos": NO_TORCHVISION,
+    "test_subprocessor_defaults_preserved_by_kwargs_1_videos": NO_TORCHVISION,
+    "test_tokenizer_decode_defaults": NO_TORCHVISION,
+    "test_apply_chat_template_video_0": HUB_VIDEOS,
+    "test_apply_chat_template_video_1": HUB_VIDEOS,
+    "test_apply_chat_template_video_frame_sampling": HUB_VIDEOS,
+    "test_processor_text_has_no_visual": "downloads its inputs from the Hub (no network here)",
+    "test_processor_from_and_save_pretrained": (
+        "compares the saved dict with the in-memory one, but saving adds `auto_map` on purpose (the package ships its "
+        "code with every save so trust_remote_code loads work); test_processing checks the round trip"
+    ),
+    "test_processor_with_multiple_inputs": (
+        "keyed on an `image_processor` attribute: ours has none (the video processor also prepares images), so the "
+        "mixin writes an <image> into the text without passing an image"
+    ),
+    "test_apply_chat_template_decoded_video_0": (
+        "a batch's frames are concatenated with their counts under `video_num_frames` (the model's argument), where "
+        "the mixin knows only `num_frames_per_video`; test_processing checks the layout"
+    ),
+}
+PROCESSOR_SKIPS["test_processor_from_and_save_pretrained_as_nested_dict"] = PROCESSOR_SKIPS[
+    "test_processor_from_and_save_pretrained"
+]
+for _name, _reason in PROCESSOR_SKIPS.items():
+    setattr(SlowFastProcessorCommonTests, _name, unittest.skip(_reason)(lambda self: None))
+# issue 12 (video processor, issue 10 item 7): per-call `do_rescale` / `rescale_factor` are still refused
+for _name in (
+    "test_structured_kwargs_nested_from_dict_1_videos",
+    "test_unstructured_kwargs_1_videos",
+    "test_unstructured_kwargs_batched_1_videos",
+):
+    setattr(SlowFastProcessorCommonTests, _name, unittest.expectedFailure(getattr(ProcessorTesterMixin, _name)))
