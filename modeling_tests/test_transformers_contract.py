@@ -9,6 +9,7 @@ from conftest import IMAGE_SIZE, PATCH_SIZE, activate_hybrid_layers, tiny_slowfa
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from slowfast_hf import SlowFastForConditionalGeneration
+from slowfast_hf.transformers_compat import CACHE_KWARG
 
 NUM_FRAMES = 4
 
@@ -134,3 +135,32 @@ def test_placeholders_without_their_video_are_still_refused_outside_assisted_dec
     inputs = video_inputs(hybrid_model)
     with pytest.raises(ValueError, match="video placeholder tokens but no video was given"):
         hybrid_model.generate(input_ids=inputs["input_ids"], max_new_tokens=2, pad_token_id=0)
+
+
+@pytest.mark.xfail(strict=True, reason="static-cache generation is broken; issue 13 (sessions / cache) fixes it")
+@torch.no_grad()
+def test_static_cache_generation_matches_the_dynamic_cache(hybrid_model):
+    inputs = video_inputs(hybrid_model, batch_size=2)
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    dynamic = hybrid_model.generate(**inputs, **kwargs)
+    assert torch.equal(hybrid_model.generate(**inputs, cache_implementation="static", **kwargs), dynamic)
+
+
+@pytest.mark.xfail(strict=True, reason="continuing from a returned cache is broken; issue 13 (sessions / cache) fixes it")
+@torch.no_grad()
+def test_generation_continues_from_a_returned_cache(hybrid_model):
+    inputs = video_inputs(hybrid_model)
+    kwargs = dict(do_sample=False, pad_token_id=0)
+    first = hybrid_model.generate(**inputs, max_new_tokens=4, return_dict_in_generate=True, **kwargs)
+    follow_up = torch.cat([first.sequences, torch.tensor([[7, 8, 9]])], dim=1)
+    expected = hybrid_model.generate(
+        input_ids=follow_up, pixel_values_videos=inputs["pixel_values_videos"], max_new_tokens=4, **kwargs
+    )
+    continued = hybrid_model.generate(
+        input_ids=follow_up,
+        pixel_values_videos=inputs["pixel_values_videos"],
+        max_new_tokens=4,
+        **{CACHE_KWARG: getattr(first, CACHE_KWARG)},
+        **kwargs,
+    )
+    assert torch.equal(continued, expected)
