@@ -14,7 +14,8 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import can_return_tuple, is_torchdynamo_compiling, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, is_torchdynamo_compiling, logging
 
 from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
@@ -362,7 +363,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
         visual_placeholders_as_text: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_images, C, H, W)`, *optional*): still images.
@@ -525,7 +526,7 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
         visual_placeholders_as_text: bool = False,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
