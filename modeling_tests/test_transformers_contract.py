@@ -137,7 +137,6 @@ def test_placeholders_without_their_video_are_still_refused_outside_assisted_dec
         hybrid_model.generate(input_ids=inputs["input_ids"], max_new_tokens=2, pad_token_id=0)
 
 
-@pytest.mark.xfail(strict=True, reason="static-cache generation is broken; issue 13 (sessions / cache) fixes it")
 @torch.no_grad()
 def test_static_cache_generation_matches_the_dynamic_cache(hybrid_model):
     inputs = video_inputs(hybrid_model, batch_size=2)
@@ -146,7 +145,6 @@ def test_static_cache_generation_matches_the_dynamic_cache(hybrid_model):
     assert torch.equal(hybrid_model.generate(**inputs, cache_implementation="static", **kwargs), dynamic)
 
 
-@pytest.mark.xfail(strict=True, reason="continuing from a returned cache is broken; issue 13 (sessions / cache) fixes it")
 @torch.no_grad()
 def test_generation_continues_from_a_returned_cache(hybrid_model):
     inputs = video_inputs(hybrid_model)
@@ -156,9 +154,8 @@ def test_generation_continues_from_a_returned_cache(hybrid_model):
     expected = hybrid_model.generate(
         input_ids=follow_up, pixel_values_videos=inputs["pixel_values_videos"], max_new_tokens=4, **kwargs
     )
-    continued = hybrid_model.generate(
+    continued = hybrid_model.generate(  # the cache carries the video (its slow keys/values): no pixels again
         input_ids=follow_up,
-        pixel_values_videos=inputs["pixel_values_videos"],
         max_new_tokens=4,
         **{CACHE_KWARG: getattr(first, CACHE_KWARG)},
         **kwargs,
