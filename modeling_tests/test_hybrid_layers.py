@@ -89,8 +89,16 @@ def build_model(
 ) -> SlowFastForConditionalGeneration:
     model = tiny_slowfast_model(family, seed=seed, text_overrides=text_overrides(family), **config_overrides)
     model.set_attn_implementation(implementation)
-    assert model.model.language_model.config._attn_implementation == f"slowfast_{implementation}"
+    assert_dispatch(model.model.language_model, implementation)
     return model
+
+
+def assert_dispatch(decoder, implementation: str):
+    """Users see Transformers' own name; only the hybrid layers' attention modules dispatch to the wrapper."""
+    assert decoder.config._attn_implementation == implementation
+    for layer in decoder.layers:
+        expected = f"slowfast_{implementation}" if hasattr(layer.self_attn, "cross_attn") else implementation
+        assert layer.self_attn.config._attn_implementation == expected
 
 
 def hybrid_modules(model):
@@ -184,11 +192,11 @@ def test_attention_implementation_from_config():
     config = tiny_slowfast_config("llama", text_overrides=TEXT_OVERRIDES)
     config._attn_implementation = "eager"
     model = SlowFastForConditionalGeneration(config)
-    assert model.model.language_model.config._attn_implementation == "slowfast_eager"
+    assert_dispatch(model.model.language_model, "eager")
     model.set_attn_implementation("sdpa")
-    assert model.model.language_model.config._attn_implementation == "slowfast_sdpa"
+    assert_dispatch(model.model.language_model, "sdpa")
     model.set_attn_implementation("eager")
-    assert model.model.language_model.config._attn_implementation == "slowfast_eager"
+    assert_dispatch(model.model.language_model, "eager")
 
 
 @torch.no_grad()
@@ -553,7 +561,7 @@ def test_add_hybrid_layers_on_standalone_decoder(family, gate_kind):
     chosen = [1, 3]
     returned = add_hybrid_layers(decoder, chosen, gate_kind=gate_kind)
     assert returned is decoder
-    assert decoder.config._attn_implementation == f"slowfast_{implementation}"
+    assert_dispatch(decoder, implementation)
 
     state = decoder.state_dict()
     has_bias = family == "qwen2"
@@ -592,7 +600,7 @@ def test_add_hybrid_layers_on_causal_lm():
         f"model.layers.0.self_attn.cross_attn.{n}"
         for n in ("kv_proj.weight", "gate_proj.weight", "gate_proj.bias", "gate_alpha")
     }
-    assert lm.config._attn_implementation.startswith("slowfast_")
+    assert_dispatch(lm.model, lm.config._attn_implementation)
 
 
 @pytest.mark.parametrize(

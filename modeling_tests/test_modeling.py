@@ -164,7 +164,8 @@ def test_variants_batch_invariance_and_generate(variant):
     model = activate_hybrid_layers(tiny_slowfast_model(kwargs.pop("text_model_type", "qwen2"), seed=6, **kwargs))
     if variant.endswith("eager"):
         model.set_attn_implementation("eager")
-        assert model.model.language_model.config._attn_implementation == "slowfast_eager"
+        assert model.model.language_model.config._attn_implementation == "eager"
+        assert model.model.language_model.layers[0].self_attn.config._attn_implementation == "slowfast_eager"
     prompts = [
         video_prompt(model, 3, prefix=(1, 2, 3), suffix=(4, 5, 6)),
         video_prompt(model, 6, prefix=(1, 2, 3, 7, 8, 9, 10), suffix=(4, 5)),

@@ -3,15 +3,19 @@
 Hybrid decoder layers: chosen layers of an unmodified Transformers decoder also cross-attend to the slow tokens.
 
 A hybrid layer keeps every parameter of the base layer and gains one submodule, `self_attn.cross_attn`
-([`SlowFastCrossAttention`]). The cross term is added through the `AttentionInterface` seam: the decoder's attention
-implementation is switched to a registered wrapper (`"slowfast_sdpa"` for `"sdpa"`, and so on) that runs the base
-implementation unchanged and, in hybrid layers, adds the gated cross-attention to its output before `o_proj`. The
-slow keys/values live in the decoder cache (`slow_key_values.py`) and reach it, with the positions that receive the
-cross term, through the `**kwargs` that Transformers forwards from the model to every attention call.
+([`SlowFastCrossAttention`]). The cross term is added through the `AttentionInterface` seam: a Transformers attention
+module picks its attention function by `self.config._attn_implementation`, so a hybrid layer's attention module holds
+a [`HybridAttentionConfig`], a view of the decoder's config that names the registered wrapper (`"slowfast_sdpa"` for
+`"sdpa"`, and so on). The wrapper runs the base implementation unchanged and adds the gated cross-attention to its
+output before `o_proj`. Everything users see (the decoder's config, `set_attn_implementation`, per-sub-config
+`attn_implementation`, the attention masks) keeps Transformers' own names. The slow keys/values live in the decoder
+cache (`slow_key_values.py`) and reach the wrapper, with the positions that receive the cross term, through the
+`**kwargs` that Transformers forwards from the model to every attention call.
 """
 
 import sys
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -21,7 +25,6 @@ from einops import rearrange
 from torch import nn
 from transformers import AttentionInterface, PreTrainedModel
 from transformers import initialization as init
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import is_torchdynamo_compiling
 
@@ -178,6 +181,44 @@ class SlowFastAttentionContext:
         return order[:, :num_queries], query_valid
 
 
+class HybridAttentionConfig:
+    """
+    A hybrid attention module's view of the decoder's config: every attribute is the decoder config's own (reads and
+    writes go through to it, so the two never drift apart), except `_attn_implementation`, which names the registered
+    hybrid wrapper of the decoder's implementation (`"sdpa"` -> `"slowfast_sdpa"`). Only that module's attention
+    dispatch reads it; the wrapper shows the base name again while the base implementation runs (flash attention reads
+    it from the module to pick its kernel).
+    """
+
+    def __init__(self, decoder_config):
+        object.__setattr__(self, "decoder_config", decoder_config)
+        object.__setattr__(self, "_showing_base_name", False)
+
+    @property
+    def _attn_implementation(self) -> str:
+        base = self.decoder_config._attn_implementation
+        return base if self._showing_base_name else hybrid_attention_implementation(base)
+
+    @contextmanager
+    def showing_base_name(self):
+        object.__setattr__(self, "_showing_base_name", True)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "_showing_base_name", False)
+
+    def __getattr__(self, name):
+        if name in ("decoder_config", "_showing_base_name"):  # not set yet (copy/pickle build the object bare)
+            raise AttributeError(name)
+        return getattr(self.decoder_config, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.decoder_config, name, value)
+
+    def __repr__(self):
+        return f"HybridAttentionConfig({self._attn_implementation!r}, decoder_config={self.decoder_config!r})"
+
+
 def _base_attention_function(module: nn.Module, implementation: str):
     if implementation != "eager":
         return ALL_ATTENTION_FUNCTIONS[implementation]
@@ -190,9 +231,12 @@ def _base_attention_function(module: nn.Module, implementation: str):
 def _make_hybrid_attention(implementation: str):
     def hybrid_attention(module, query, key, value, attention_mask, **kwargs):
         context: SlowFastAttentionContext | None = kwargs.pop(SLOW_FAST_CONTEXT_KWARG, None)
-        attn_output, attn_weights = _base_attention_function(module, implementation)(
-            module, query, key, value, attention_mask, **kwargs
-        )
+        base_attention = _base_attention_function(module, implementation)
+        if isinstance(module.config, HybridAttentionConfig):
+            with module.config.showing_base_name():
+                attn_output, attn_weights = base_attention(module, query, key, value, attention_mask, **kwargs)
+        else:
+            attn_output, attn_weights = base_attention(module, query, key, value, attention_mask, **kwargs)
         cross_attn = getattr(module, "cross_attn", None)
         if cross_attn is None or context is None:
             return attn_output, attn_weights
@@ -227,9 +271,6 @@ def _make_hybrid_attention(implementation: str):
 
 for _implementation in WRAPPED_IMPLEMENTATIONS:
     AttentionInterface.register(ATTENTION_PREFIX + _implementation, _make_hybrid_attention(_implementation))
-    AttentionMaskInterface.register(
-        ATTENTION_PREFIX + _implementation, ALL_MASK_ATTENTION_FUNCTIONS._global_mapping[_implementation]
-    )
 
 
 def hybrid_attention_implementation(implementation: str | None) -> str:
@@ -291,7 +332,8 @@ def add_hybrid_layers(
     Each chosen layer's attention module gains `cross_attn` ([`SlowFastCrossAttention`]): a slow-token key/value
     projection (initialised from the layer's `[Wk ; Wv]` when `init_cross_kv_from_lm`), a gate and a warm-up scalar
     `α = 0`, so the model computes exactly what it computed before until `α` moves. Existing parameter names and
-    values are untouched. The decoder's attention implementation becomes the matching `slowfast_*` wrapper.
+    values are untouched. The chosen layers' attention modules dispatch to the matching `slowfast_*` wrapper of
+    the decoder's attention implementation; the decoder's config keeps its own name.
 
     Args:
         language_model: a Llama/Qwen-style `XModel` or `XForCausalLM` (Llama, Qwen2, Qwen3, Mistral, ...).
@@ -324,7 +366,8 @@ def add_hybrid_layers(
         ).to(device=weight.device, dtype=weight.dtype)
         init_cross_attention(cross_attn, attention, config, init_cross_kv_from_lm)
         attention.cross_attn = cross_attn
-    config._attn_implementation = hybrid_attention_implementation(config._attn_implementation)
+        attention.config = HybridAttentionConfig(config)
+    hybrid_attention_implementation(config._attn_implementation)  # refuse an implementation the wrapper lacks
     return language_model
 
 
@@ -385,6 +428,7 @@ def project_layer_slow_tokens(
 
 
 __all__ = [
+    "HybridAttentionConfig",
     "SlowFastCrossAttention",
     "SlowFastAttentionContext",
     "SlowKeyValues",

@@ -12,9 +12,10 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
-from transformers.utils import is_torchdynamo_compiling, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, is_torchdynamo_compiling, logging
 
 from .configuration_slowfast import SlowFastConfig, vision_feature_size
 from .hybrid_attention import (
@@ -22,7 +23,6 @@ from .hybrid_attention import (
     SlowFastAttentionContext,
     add_hybrid_layers,
     decoder_layers,
-    hybrid_attention_implementation,
     hybrid_layer_indices,
     init_cross_attention,
 )
@@ -67,6 +67,13 @@ def present_no_split_modules(model: nn.Module) -> set[str]:
     return declared & {type(module).__name__ for module in model.modules()}
 
 
+def check_images(pixel_values) -> None:
+    """`pixel_values` must be (num_images >= 1, C, H, W)."""
+    if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
+        shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
+        raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
+
+
 class SlowFastMultiModalProjector(nn.Module):
     """Vision features -> LLM width: `linear`, or `mlp2x_gelu` (Linear, GELU, Linear)."""
 
@@ -101,6 +108,14 @@ class SlowFastPreTrainedModel(PreTrainedModel):
     def post_init(self):
         super().post_init()
         self._no_split_modules = present_no_split_modules(self)
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # Transformers guards custom code that writes weights in place by skipping, at initialisation, every module
+        # without parameters of its own (e.g. SigLIP's attention and MLP blocks, whose own init then never runs for
+        # weights missing from a checkpoint). Every init here goes through `transformers.initialization`, like in-tree
+        # models, so the whole model (vision tower and decoder included) initialises as it does in-tree.
+        return False
 
     @torch.no_grad()
     def initialize_weights(self):
@@ -164,15 +179,6 @@ class SlowFastPreTrainedModel(PreTrainedModel):
         finally:
             self.__class__ = wrapped_class
 
-    def set_attn_implementation(self, attn_implementation, allow_all_kernels: bool = False):
-        super().set_attn_implementation(attn_implementation, allow_all_kernels=allow_all_kernels)
-        for module in self.modules():
-            if isinstance(module, SlowFastModel):
-                language_config = module.language_model.config
-                language_config._attn_implementation = hybrid_attention_implementation(
-                    language_config._attn_implementation
-                )
-
 
 class SlowFastModel(SlowFastPreTrainedModel):
     """Vision encoder, projector and a Transformers decoder whose `config.hybrid_layers` are hybrid layers."""
@@ -204,6 +210,19 @@ class SlowFastModel(SlowFastPreTrainedModel):
         (num_frames, C, H, W) pixels -> (num_frames, h, w, hidden_size) projected per-frame features, encoded
         `config.vision_batch_size` frames at a time (all at once when None).
         """
+        return self._encode_video_frames(pixel_values)[0]
+
+    def _encode_video_frames(
+        self,
+        pixel_values: torch.Tensor,
+        keep_vision_outputs: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, BaseModelOutput | None]:
+        """
+        `get_frame_features`, and, when `keep_vision_outputs`, the vision encoder's outputs over every frame (last
+        hidden state, and its hidden states / attentions when asked for).
+        """
         if pixel_values.ndim != 4:
             raise ValueError(
                 f"Frames must have shape (num_frames, channels, height, width), got {tuple(pixel_values.shape)}."
@@ -227,19 +246,37 @@ class SlowFastModel(SlowFastPreTrainedModel):
         batch_size = self.config.vision_batch_size or num_frames
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`config.vision_batch_size` must be an integer >= 1 or None, got {batch_size!r}.")
-        if batch_size >= num_frames:
-            return self._encode_frames(pixel_values)
-        first = self._encode_frames(pixel_values[:batch_size])
-        # (T, h, w, hidden_size), filled chunk by chunk: `torch.cat` would briefly hold every chunk twice
-        features = first.new_empty(num_frames, *first.shape[1:])
-        features[:batch_size] = first
-        for start in range(batch_size, num_frames, batch_size):
-            features[start : start + batch_size] = self._encode_frames(pixel_values[start : start + batch_size])
-        return features
+        chunk_outputs = []
+        features = None
+        for start in range(0, num_frames, batch_size):
+            chunk, vision_outputs = self._encode_frames(pixel_values[start : start + batch_size], output_attentions)
+            if features is None:
+                # (T, h, w, hidden_size), filled chunk by chunk: `torch.cat` would briefly hold every chunk twice
+                features = chunk if batch_size >= num_frames else chunk.new_empty(num_frames, *chunk.shape[1:])
+            if batch_size < num_frames:
+                features[start : start + batch_size] = chunk
+            if keep_vision_outputs:
+                chunk_outputs.append(vision_outputs)
+        if not keep_vision_outputs:
+            return features, None
 
-    def _encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(T, C, H, W) pixels -> (T, h, w, hidden_size): vision encoder, feature selection and projector."""
-        outputs = self.vision_tower(pixel_values.to(self.vision_tower.dtype), output_hidden_states=True)
+        def concatenate(name):
+            per_chunk = [getattr(outputs, name) for outputs in chunk_outputs]
+            return tuple(torch.cat(layer) for layer in zip(*per_chunk)) if per_chunk[0] is not None else None
+
+        return features, BaseModelOutput(
+            last_hidden_state=torch.cat([outputs.last_hidden_state for outputs in chunk_outputs]),
+            hidden_states=concatenate("hidden_states") if output_hidden_states else None,
+            attentions=concatenate("attentions") if output_attentions else None,
+        )
+
+    def _encode_frames(self, pixel_values: torch.Tensor, output_attentions: bool = False):
+        """(T, C, H, W) pixels -> (T, h, w, hidden_size) through the vision encoder, feature selection and projector,
+        and the vision encoder's outputs."""
+        attention_kwargs = {"output_attentions": True} if output_attentions else {}
+        outputs = self.vision_tower(
+            pixel_values.to(self.vision_tower.dtype), output_hidden_states=True, return_dict=True, **attention_kwargs
+        )
         features = outputs.hidden_states[self.config.vision_feature_layer]
         if features.ndim == 4:  # convolutional encoders: (T, C, h, w)
             features = rearrange(features, "t c h w -> t h w c")
@@ -254,11 +291,45 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     f"{grid_height}x{grid_width} grid; check `vision_feature_select_strategy`."
                 )
             features = rearrange(features, "t (h w) c -> t h w c", h=grid_height)
-        return self.multi_modal_projector(features)
+        return self.multi_modal_projector(features), outputs
 
-    def get_video_features(
-        self, pixel_values_videos: torch.Tensor, video_num_frames: torch.Tensor | list[int] | None = None
+    def _visual_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_num_frames,
+        keep_vision_outputs: bool = False,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        argument: str = "pixel_values_videos",
     ) -> SlowFastVisualFeatures:
+        """The slow/fast tokens of videos (or, with `argument="pixel_values"`, of images as one-frame videos)."""
+        frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
+        check_pixels(frames, argument)
+        frame_features, vision_outputs = self._encode_video_frames(
+            frames, keep_vision_outputs, output_hidden_states, output_attentions
+        )
+        fast_tokens, slow_tokens = [], []
+        for video in frame_features.split(num_frames):
+            fast, slow = self.token_builder(video)
+            fast_tokens.append(fast)
+            slow_tokens.append(slow)
+        return SlowFastVisualFeatures(
+            last_hidden_state=vision_outputs.last_hidden_state if vision_outputs is not None else None,
+            pooler_output=fast_tokens,
+            hidden_states=vision_outputs.hidden_states if vision_outputs is not None else None,
+            attentions=vision_outputs.attentions if vision_outputs is not None else None,
+            fast_tokens=fast_tokens,
+            slow_tokens=slow_tokens,
+        )
+
+    @can_return_tuple
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_num_frames: torch.Tensor | list[int] | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> SlowFastVisualFeatures | tuple:
         """
         Args:
             pixel_values_videos (`torch.Tensor`):
@@ -267,24 +338,39 @@ class SlowFastModel(SlowFastPreTrainedModel):
                 frames one after another, split by `video_num_frames` (one video when None).
             video_num_frames (`torch.Tensor` or `list[int]` of shape `(num_videos,)`, *optional*):
                 The number of frames of each video.
+            output_hidden_states / output_attentions (`bool`, *optional*):
+                Also return the vision encoder's hidden states / attentions (defaults: the config's).
+            return_dict (`bool`, *optional*):
+                `False` returns `SlowFastVisualFeatures.to_tuple()` (defaults: the config's).
+        Returns:
+            [`SlowFastVisualFeatures`]: the fast tokens (also as `pooler_output`) and slow tokens of each video, and
+            the vision encoder's outputs.
         """
-        frames, num_frames = flatten_videos(pixel_values_videos, video_num_frames)
-        check_pixels(frames, "pixel_values_videos")
-        frame_features = self.get_frame_features(frames)
-        fast_tokens, slow_tokens = [], []
-        for video in frame_features.split(num_frames):
-            fast, slow = self.token_builder(video)
-            fast_tokens.append(fast)
-            slow_tokens.append(slow)
-        return SlowFastVisualFeatures(fast_tokens=fast_tokens, slow_tokens=slow_tokens)
+        return self._visual_features(
+            pixel_values_videos,
+            video_num_frames,
+            keep_vision_outputs=True,
+            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+        )
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> SlowFastVisualFeatures:
-        """`pixel_values` (num_images, C, H, W): each image is a one-frame video."""
-        if not torch.is_tensor(pixel_values) or pixel_values.ndim != 4 or pixel_values.shape[0] == 0:
-            shape = tuple(pixel_values.shape) if torch.is_tensor(pixel_values) else type(pixel_values).__name__
-            raise ValueError(f"`pixel_values` must have shape (num_images >= 1, C, H, W), got {shape}.")
-        check_pixels(pixel_values, "pixel_values")
-        return self.get_video_features(pixel_values, [1] * pixel_values.shape[0])
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+    ) -> SlowFastVisualFeatures | tuple:
+        """`pixel_values` (num_images, C, H, W): each image is a one-frame video; see `get_video_features`."""
+        check_images(pixel_values)
+        return self._visual_features(
+            pixel_values,
+            [1] * pixel_values.shape[0],
+            keep_vision_outputs=True,
+            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            argument="pixel_values",
+        )
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, token_id):
         """(B, L) bool mask of the positions holding placeholder `token_id`."""
@@ -296,6 +382,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
         placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
         return (inputs_embeds == placeholder).all(-1)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -310,7 +397,8 @@ class SlowFastModel(SlowFastPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         past_key_values: Cache | None = None,
-        **kwargs,
+        visual_placeholders_as_text: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_images, C, H, W)`, *optional*): still images.
@@ -321,6 +409,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
             (`past_key_values` before Transformers 5.24); either name is accepted. It also carries the slow tokens'
             keys/values, projected once when the video is read: a cache that holds a video's prefix answers later
             text (decoding steps, a question, the next chat turn) without pixels or features.
+        visual_placeholders_as_text (`bool`, *optional*, defaults to `False`): embed image/video placeholders that
+            come without their image/video as ordinary tokens instead of refusing them. `generate` sets it for an
+            assistant model in assisted decoding, which Transformers gives the text but not the pixels (the target
+            model, which sees them, verifies every proposed token).
         """
         cache = resolve_cache_argument(cache, past_key_values)
         if (input_ids is None) ^ (inputs_embeds is not None):
@@ -338,9 +430,10 @@ class SlowFastModel(SlowFastPreTrainedModel):
         image_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.image_token_id)
         video_mask = self.get_placeholder_mask(input_ids, inputs_embeds, self.config.video_token_id)
         if pixel_values is not None:
-            image_features = self.get_image_features(pixel_values)
+            check_images(pixel_values)
+            image_features = self._visual_features(pixel_values, [1] * pixel_values.shape[0], argument="pixel_values")
         if pixel_values_videos is not None:
-            video_features = self.get_video_features(pixel_values_videos, video_num_frames)
+            video_features = self._visual_features(pixel_values_videos, video_num_frames)
 
         if cache is None and (use_cache if use_cache is not None else self.language_model.config.use_cache):
             # the cache the decoder would create, made here so that it holds the slow keys/values too
@@ -356,7 +449,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
                     f"cannot be found; set it to the id of the tokenizer's {kind} placeholder token."
                 )
             if features is None:
-                if is_prefill and mask.any():
+                if is_prefill and mask.any() and not visual_placeholders_as_text:
                     raise ValueError(
                         f"The text holds {int(mask.sum())} {kind} placeholder tokens but no {kind} was given."
                     )
@@ -401,6 +494,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            return_dict=True,
             **{CACHE_KWARG: cache},
             **kwargs,
         )
@@ -438,6 +532,7 @@ class SlowFastModel(SlowFastPreTrainedModel):
 
 class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: SlowFastConfig):
         super().__init__(config)
@@ -455,12 +550,15 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
 
-    def get_video_features(self, pixel_values_videos, video_num_frames=None) -> SlowFastVisualFeatures:
-        return self.model.get_video_features(pixel_values_videos, video_num_frames)
+    def get_video_features(self, pixel_values_videos, video_num_frames=None, **kwargs) -> SlowFastVisualFeatures:
+        """See [`SlowFastModel.get_video_features`]."""
+        return self.model.get_video_features(pixel_values_videos, video_num_frames, **kwargs)
 
-    def get_image_features(self, pixel_values) -> SlowFastVisualFeatures:
-        return self.model.get_image_features(pixel_values)
+    def get_image_features(self, pixel_values, **kwargs) -> SlowFastVisualFeatures:
+        """See [`SlowFastModel.get_image_features`]."""
+        return self.model.get_image_features(pixel_values, **kwargs)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -477,7 +575,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         past_key_values: Cache | None = None,
-        **kwargs,
+        visual_placeholders_as_text: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
@@ -497,6 +596,8 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             past_key_values=past_key_values,
+            visual_placeholders_as_text=visual_placeholders_as_text,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
@@ -515,14 +616,23 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
             **{CACHE_KWARG: getattr(outputs, CACHE_KWARG)},
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+    def prepare_inputs_for_generation(
+        self, input_ids, inputs_embeds=None, is_first_iteration: bool = False, **kwargs
+    ):  # `inputs_embeds` named: `generate` accepts it only when this signature does
         if not is_first_iteration and not kwargs.get("use_cache", True):
-            _check_no_generated_placeholder(args[0] if args else kwargs.get("input_ids"), self.config)
+            _check_no_generated_placeholder(input_ids, self.config)
         if not is_first_iteration and kwargs.get("use_cache", True):
             # the prompt's images and videos live on in the cache (fast tokens' keys/values, slow keys/values)
             for key in ("video_num_frames", "image_features", "video_features"):
                 kwargs.pop(key, None)
-        return super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+            cache = kwargs.get(CACHE_KWARG)
+            if cache is not None and cache.get_seq_length() == 0:
+                # a prefill outside the first iteration: an assistant model in assisted decoding, which Transformers
+                # gives no pixels; like LLaVA-OneVision, it reads the placeholders as text
+                kwargs["visual_placeholders_as_text"] = True
+        return super().prepare_inputs_for_generation(
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
 
     def _expand_inputs_for_generation(self, expand_size=1, is_encoder_decoder=False, input_ids=None, **model_kwargs):
         """Beam search and `num_return_sequences` repeat every sample; its images and videos must follow it. They are
@@ -534,12 +644,15 @@ class SlowFastForConditionalGeneration(SlowFastPreTrainedModel, GenerationMixin)
                 if pixels is not None and features is not None:
                     raise ValueError(f"Pass either pixels or `{kind}_features` for the {kind}s, not both.")
                 if pixels is not None and kind == "image":
-                    features = self.get_image_features(pixels)
+                    features = self.model._visual_features(pixels, [1] * pixels.shape[0], argument="pixel_values")
                 elif pixels is not None:
-                    features = self.get_video_features(pixels, model_kwargs.pop("video_num_frames", None))
+                    features = self.model._visual_features(pixels, model_kwargs.pop("video_num_frames", None))
                 if features is not None:
                     check_visual_features(features, kind, self.config.text_config.hidden_size)
-                    mask = self.model.get_placeholder_mask(input_ids, model_kwargs.get("inputs_embeds"), token_id)
+                    inputs_embeds = model_kwargs.get("inputs_embeds")
+                    # with `inputs_embeds`, `input_ids` is an empty (B, 0) placeholder: find the placeholders in the embeds
+                    ids = input_ids if inputs_embeds is None else None
+                    mask = self.model.get_placeholder_mask(ids, inputs_embeds, token_id)
                     model_kwargs[f"{kind}_features"] = repeat_per_sample(features, mask, expand_size, kind)
         return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
 

@@ -6,16 +6,23 @@ from itertools import accumulate, pairwise
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 
 @dataclass
-class SlowFastVisualFeatures(ModelOutput):
+class SlowFastVisualFeatures(BaseModelOutputWithPooling):
     """
-    Slow and fast tokens of a list of videos (or images), in LLM width. Compute them once with
-    `get_video_features` / `get_image_features` and pass them as `video_features` / `image_features` to ask
-    several questions without re-encoding.
+    The slow and fast tokens of a list of videos (or images), in LLM width, and the vision encoder's outputs they came
+    from (Transformers' `BaseModelOutputWithPooling` convention). Compute them once with `get_video_features` /
+    `get_image_features` and pass them as `video_features` / `image_features` to ask several questions without
+    re-encoding.
 
+    last_hidden_state (`torch.FloatTensor` of shape `(total_frames, ...)`, *optional*):
+        The vision encoder's last hidden state of every frame (every video's frames one after another).
+    pooler_output (`list[torch.Tensor]`, *optional*):
+        What each video places in the sequence: its fast tokens (the same tensors as `fast_tokens`).
+    hidden_states / attentions (`tuple(torch.FloatTensor)`, *optional*):
+        The vision encoder's, over every frame, when `output_hidden_states` / `output_attentions` is set.
     fast_tokens (`list[torch.Tensor]`): one `(num_fast_tokens, hidden_size)` tensor per video.
     slow_tokens (`list[torch.Tensor]`): one `(num_slow_tokens, hidden_size)` tensor per video.
     """
