@@ -20,6 +20,24 @@ IMAGE_SIZE = 32
 PATCH_SIZE = 8  # 4x4 patch grid per frame
 
 
+# Prepended to the scripts that load checkpoints in fresh interpreters with `trust_remote_code=True`: there,
+# `slowfast_hf` cannot be imported, so everything must come from the checkpoint folder.
+BLOCK_SLOWFAST_HF = """
+import importlib.abc
+import sys
+
+
+class BlockSlowFastHF(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "slowfast_hf" or name.startswith("slowfast_hf."):
+            raise ImportError(f"{name} is blocked in this test")
+        return None
+
+
+sys.meta_path.insert(0, BlockSlowFastHF())
+"""
+
+
 def tiny_text_config(model_type: str = "qwen2", **overrides):
     """A 4-layer decoder of `model_type` with grouped-query attention (4 query heads, 2 KV heads)."""
     kwargs = dict(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import BLOCK_SLOWFAST_HF
 
 TESTS_DIR = Path(__file__).resolve().parent
 OTHER_PYTHON = os.environ.get("SLOWFAST_OTHER_PYTHON")
@@ -54,18 +55,8 @@ SAVE_SCRIPT = textwrap.dedent(
     """
 )
 
-LOAD_SCRIPT = textwrap.dedent(
+LOAD_SCRIPT = BLOCK_SLOWFAST_HF + textwrap.dedent(
     """
-    import importlib.abc
-    import sys
-
-    class BlockSlowFastHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "slowfast_hf" or name.startswith("slowfast_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockSlowFastHF())
 
     import torch
     import transformers

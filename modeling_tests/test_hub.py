@@ -14,7 +14,14 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, PATCH_SIZE, tiny_text_config, tiny_vision_config, train_tiny_tokenizer
+from conftest import (
+    BLOCK_SLOWFAST_HF,
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    tiny_text_config,
+    tiny_vision_config,
+    train_tiny_tokenizer,
+)
 from huggingface_hub import ModelCard
 from transformers import AutoModelForImageTextToText, AutoProcessor, Qwen2ForCausalLM, SiglipVisionModel
 from video_fixtures import write_video
@@ -229,18 +236,8 @@ def test_hub_folder_loads_with_the_auto_classes(hub_folder):
 
 
 # Runs in a fresh interpreter where `slowfast_hf` cannot be imported: everything comes from the folder (or Hub repo).
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+REMOTE_CODE_SCRIPT = BLOCK_SLOWFAST_HF + textwrap.dedent(
     """
-    import importlib.abc
-    import sys
-
-    class BlockSlowFastHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "slowfast_hf" or name.startswith("slowfast_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockSlowFastHF())
 
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor

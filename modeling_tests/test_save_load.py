@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 from conftest import (
+    BLOCK_SLOWFAST_HF,
     IMAGE_SIZE,
     IMAGE_TOKEN_ID,
     VIDEO_TOKEN_ID,
@@ -140,18 +141,8 @@ def test_auto_classes(saved):
     assert torch.equal(hidden, expected_hidden)
 
 
-REMOTE_CODE_SCRIPT = textwrap.dedent(
+REMOTE_CODE_SCRIPT = BLOCK_SLOWFAST_HF + textwrap.dedent(
     """
-    import importlib.abc
-    import sys
-
-    class BlockSlowFastHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "slowfast_hf" or name.startswith("slowfast_hf."):
-                raise ImportError(f"{name} is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, BlockSlowFastHF())
     try:
         import slowfast_hf  # noqa: F401
     except ImportError:
