@@ -155,8 +155,9 @@ def test_per_call_rescale_and_already_scaled_frames(caplog):
         rtol=0,
         atol=1e-6,
     )
-    with pytest.raises(ValueError, match="`rescale_factor` must be a number > 0"):
-        video_processor(uint8_frames, rescale_factor=0)
+    for bad_factor in (0, float("inf"), "1/255"):
+        with pytest.raises(ValueError, match="`rescale_factor` must be a finite, non-zero number"):
+            video_processor(uint8_frames, rescale_factor=bad_factor)
 
 
 def test_processor_passes_sampling_and_rescale_arguments_on(tiny_tokenizer):

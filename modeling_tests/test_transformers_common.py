@@ -263,10 +263,3 @@ PROCESSOR_SKIPS["test_processor_from_and_save_pretrained_as_nested_dict"] = PROC
 ]
 for _name, _reason in PROCESSOR_SKIPS.items():
     setattr(SlowFastProcessorCommonTests, _name, unittest.skip(_reason)(lambda self: None))
-# issue 12 (video processor, issue 10 item 7): per-call `do_rescale` / `rescale_factor` are still refused
-for _name in (
-    "test_structured_kwargs_nested_from_dict_1_videos",
-    "test_unstructured_kwargs_1_videos",
-    "test_unstructured_kwargs_batched_1_videos",
-):
-    setattr(SlowFastProcessorCommonTests, _name, unittest.expectedFailure(getattr(ProcessorTesterMixin, _name)))

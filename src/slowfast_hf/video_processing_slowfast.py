@@ -2,6 +2,7 @@
 """Video (and still image) preprocessing for slow-fast models: decode, sample, resize, crop, rescale, normalise."""
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 
@@ -357,8 +358,14 @@ def _check_bool(name: str, value) -> None:
 
 def _check_rescale(do_rescale, rescale_factor) -> None:
     _check_bool("do_rescale", do_rescale)
-    if isinstance(rescale_factor, bool) or not isinstance(rescale_factor, (int, float)) or not rescale_factor > 0:
-        raise ValueError(f"`rescale_factor` must be a number > 0, got {rescale_factor!r}.")
+    # any finite non-zero factor, as Transformers' processors take (its own tests rescale by -1)
+    if (
+        isinstance(rescale_factor, bool)
+        or not isinstance(rescale_factor, (int, float))
+        or not math.isfinite(rescale_factor)
+        or rescale_factor == 0
+    ):
+        raise ValueError(f"`rescale_factor` must be a finite, non-zero number, got {rescale_factor!r}.")
 
 
 def is_encoded_video(video) -> bool:
