@@ -10,12 +10,11 @@ has no video, so DDP also meets a step where one process leaves the projector an
 import pytest
 import torch
 from training_fixtures import (
+    clip_conversations,
+    four_step_arguments,
     load_parameters,
     run_train_script,
     save_tiny_checkpoint,
-    video_entry,
-    write_annotations,
-    write_clips,
 )
 
 TOLERANCE = 1e-5
@@ -26,27 +25,8 @@ def training_setup(tmp_path_factory, tiny_tokenizer):
     """A saved tiny checkpoint, 8 annotated conversations (one text-only) and the single-process run's result."""
     root = tmp_path_factory.mktemp("distributed")
     checkpoint = save_tiny_checkpoint(root / "model", tiny_tokenizer)
-    names = write_clips(root / "data" / "clips", [6, 8, 10, 12, 7, 9, 11])
-    entries = [
-        video_entry(f"clips/{name}", "<video>\nwhat happens?", f"the red square {index}")
-        for index, name in enumerate(names)
-    ]
-    entries.insert(3, video_entry(None, "a question without video", "red"))
-    annotation_file = write_annotations(root / "data" / "train.json", entries)
-    arguments = [
-        f"--model_name_or_path={checkpoint}",
-        f"--annotation_file={annotation_file}",
-        "--freeze=decoder",
-        "--max_steps=4",  # one epoch of 8 samples at a global batch of 2
-        "--learning_rate=1e-3",
-        "--hybrid_learning_rate=1e-2",
-        "--activation_checkpointing",
-        "--seed=0",
-        "--use_cpu",
-        "--report_to=none",
-        "--save_strategy=no",
-        "--disable_tqdm=true",
-    ]
+    annotation_file = clip_conversations(root / "data", [6, 8, 10, 12, 7, 9, 11], text_only_at=3)
+    arguments = four_step_arguments(checkpoint, annotation_file, freeze="decoder") + ["--save_strategy=no"]
     result = run_train_script(arguments + [f"--output_dir={root / 'single'}", "--per_device_train_batch_size=2"])
     assert "processes: 1" in result.stdout
     return {"root": root, "checkpoint": checkpoint, "arguments": arguments}

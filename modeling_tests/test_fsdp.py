@@ -14,12 +14,11 @@ import torch
 from accelerate.utils import fsdp_utils
 from safetensors.torch import load_file
 from training_fixtures import (
+    clip_conversations,
+    four_step_arguments,
     load_parameters,
     run_train_script,
     save_tiny_checkpoint,
-    video_entry,
-    write_annotations,
-    write_clips,
 )
 
 from slowfast_hf import SlowFastForConditionalGeneration
@@ -37,25 +36,9 @@ def fsdp_runs(tmp_path_factory, tiny_tokenizer):
     """One process; 2 FSDP2 processes saving a checkpoint at step 2; 2 FSDP2 processes resuming from it."""
     root = tmp_path_factory.mktemp("fsdp")
     checkpoint = save_tiny_checkpoint(root / "model", tiny_tokenizer)
-    names = write_clips(root / "data" / "clips", [6, 8, 10, 12, 7, 9, 11, 5])  # FSDP: a video in every batch
-    entries = [
-        video_entry(f"clips/{name}", "<video>\nwhat happens?", f"the red square {index}")
-        for index, name in enumerate(names)
-    ]
-    annotation_file = write_annotations(root / "data" / "train.json", entries)
-    arguments = [
-        f"--model_name_or_path={checkpoint}",
-        f"--annotation_file={annotation_file}",
-        "--freeze=projector_and_hybrid",
-        "--max_steps=4",  # one epoch of 8 samples at a global batch of 2
-        "--learning_rate=1e-3",
-        "--hybrid_learning_rate=1e-2",
-        "--activation_checkpointing",
-        "--seed=0",
-        "--use_cpu",
-        "--report_to=none",
-        "--disable_tqdm=true",
-    ]
+    # FSDP: a video in every batch
+    annotation_file = clip_conversations(root / "data", [6, 8, 10, 12, 7, 9, 11, 5])
+    arguments = four_step_arguments(checkpoint, annotation_file, freeze="projector_and_hybrid")
     fsdp = ["--per_device_train_batch_size=1", "--ddp_backend=gloo"]
     launch = dict(launcher="accelerate_fsdp", nproc=2)
     single = [f"--output_dir={root / 'single'}", "--per_device_train_batch_size=2", "--save_strategy=no"]

@@ -80,6 +80,37 @@ def video_entry(video: str | None, *turns: str, **extra) -> dict:
     return entry
 
 
+def clip_conversations(data_dir: Path, frame_counts: list[int], text_only_at: int | None = None) -> Path:
+    """`data_dir/train.json`: one "what happens?" conversation per clip of `frame_counts` frames (in `clips/`), plus
+    a text-only one inserted at `text_only_at` if given."""
+    names = write_clips(data_dir / "clips", frame_counts)
+    entries = [
+        video_entry(f"clips/{name}", "<video>\nwhat happens?", f"the red square {index}")
+        for index, name in enumerate(names)
+    ]
+    if text_only_at is not None:
+        entries.insert(text_only_at, video_entry(None, "a question without video", "red"))
+    return write_annotations(data_dir / "train.json", entries)
+
+
+def four_step_arguments(checkpoint: Path, annotation_file: Path, freeze: str) -> list[str]:
+    """`examples/train.py` arguments of the distributed tests: 4 steps (one epoch of 8 samples at a global batch of
+    2), a separate hybrid learning rate, activation checkpointing, CPU, no reporting."""
+    return [
+        f"--model_name_or_path={checkpoint}",
+        f"--annotation_file={annotation_file}",
+        f"--freeze={freeze}",
+        "--max_steps=4",
+        "--learning_rate=1e-3",
+        "--hybrid_learning_rate=1e-2",
+        "--activation_checkpointing",
+        "--seed=0",
+        "--use_cpu",
+        "--report_to=none",
+        "--disable_tqdm=true",
+    ]
+
+
 LAUNCHERS = ("python", "torchrun", "accelerate", "accelerate_fsdp")
 
 
