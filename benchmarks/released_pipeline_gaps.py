@@ -15,7 +15,7 @@ import sys
 import tempfile
 
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "modeling_tests"))
 
@@ -29,17 +29,7 @@ STEPS = 16
 
 
 def greedy(model, inputs):
-    config = GenerationConfig(
-        max_new_tokens=STEPS,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    with torch.no_grad():
-        out = model.generate(**inputs, generation_config=config)
-    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1)
+    return released.greedy_with_logits(model, inputs, STEPS)
 
 
 def with_token_rule(model, **changes):

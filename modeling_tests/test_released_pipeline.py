@@ -298,20 +298,9 @@ def test_logits_and_greedy_generation_are_the_released_ones(converted):
 
     steps = 16
     expected_tokens, expected_logits = released_greedy(prompt_ids, fast, slow, tensors, placeholder, steps)
-    # no end-of-sequence stop, so that all 16 steps are compared
-    generation_config = GenerationConfig(
-        max_new_tokens=steps,
-        do_sample=False,
-        eos_token_id=None,
-        pad_token_id=0,
-        output_logits=True,
-        return_dict_in_generate=True,
-    )
-    with torch.no_grad():
-        out = model.generate(**inputs, generation_config=generation_config)
-    tokens = out.sequences[:, prompt_ids.shape[1] :]
+    tokens, logits = greedy_with_logits(model, inputs, steps)
     assert tokens.shape[1] == steps and torch.equal(tokens, expected_tokens)
-    torch.testing.assert_close(torch.stack(out.logits, dim=1), expected_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(logits, expected_logits, rtol=0, atol=1e-5)
 
     # the cross term on generated tokens (this package's default) would have given other logits
     every_text_token = torch.cat([text, torch.ones_like(expected_tokens, dtype=torch.bool)], dim=1)
@@ -435,6 +424,22 @@ def test_lmms_eval_frame_sampling(converted, long_video):
         assert frame_indices_of(frames).tolist() == released_lmms_eval_indices(path, num_frames)
     with pytest.raises(ValueError, match="needs the frame rate"):
         video_processor(np.zeros((4, 8, 8, 3), dtype=np.uint8))
+
+
+def greedy_with_logits(model, inputs: dict, steps: int):
+    """`steps` greedy tokens after the prompt and their logits `(B, steps, V)`; no end-of-sequence stop, so that
+    every step is compared."""
+    generation_config = GenerationConfig(
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=None,
+        pad_token_id=0,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**inputs, generation_config=generation_config)
+    return out.sequences[:, inputs["input_ids"].shape[1] :], torch.stack(out.logits, dim=1)
 
 
 def test_session_helpers_refuse_a_model_whose_later_tokens_do_not_cross_attend(converted):
