@@ -176,9 +176,11 @@ def write_video(
         encoder: a PyAV encoder from `DECODER_OF_ENCODER`.
         gop_size: frames between keyframes.
         height, width: frame size, multiples of 4 and 8.
-        rotation: display rotation to write (degrees counter-clockwise).
+        rotation: display rotation to write (degrees counter-clockwise, a multiple of 90); MP4 only.
         faststart: MP4 only: put the index at the front of the file.
     """
+    if rotation and Path(path).suffix != ".mp4":
+        raise ValueError(f"`rotation` is written to MP4 files only, got {path}.")
     if frame_durations_ms is None:
         time_base = Fraction(1, fps)
         frame_pts = np.arange(num_frames)
@@ -193,13 +195,13 @@ def write_video(
         stream.codec_context.time_base = time_base
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {**_ENCODER_OPTIONS[encoder], "g": str(gop_size), "keyint_min": str(gop_size)}
-        if rotation:
-            stream.set_display_rotation(rotation)
         for index, pts in enumerate(frame_pts):
             frame = av.VideoFrame.from_ndarray(paint_frame_index(index, height, width), format="rgb24")
             frame.pts, frame.time_base = int(pts), time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
+    if rotation:
+        set_mp4_display_rotation(path, rotation)
     return EncodedVideo(
         path=Path(path),
         frame_times=frame_pts * float(time_base),
@@ -210,6 +212,51 @@ def write_video(
         height=height,
         rotation=rotation,
     )
+
+
+def _mp4_boxes(data: bytearray, start: int, end: int):
+    """Yields `(type, payload start, box end)` of the ISO-BMFF boxes in `data[start:end]`."""
+    while start + 8 <= end:
+        size, kind, header = int.from_bytes(data[start : start + 4], "big"), bytes(data[start + 4 : start + 8]), 8
+        if size == 1:  # a 64-bit size follows the type
+            size, header = int.from_bytes(data[start + 8 : start + 16], "big"), 16
+        elif size == 0:  # the box runs to the end
+            size = end - start
+        yield kind, start + header, start + size
+        start += size
+
+
+def set_mp4_display_rotation(path, rotation: int) -> None:
+    """
+    Writes a display rotation into the MP4 file at `path`, in place: the transformation matrix of its track header
+    (`moov/trak/tkhd`, ISO/IEC 14496-12 8.3.2) becomes the one FFmpeg's muxer writes for a display rotation of
+    `rotation` degrees counter-clockwise, as phones store portrait video: the bytes PyAV 18's
+    `VideoStream.set_display_rotation` gives. Earlier PyAV cannot write it, and the package supports PyAV 15
+    (lmms-eval requires av<16).
+    """
+    if rotation % 90:
+        raise ValueError(f"`rotation` must be a multiple of 90 degrees, got {rotation}.")
+    # (a, b, u, c, d, v, x, y, w): 16.16 fixed point, except u, v, w (2.30)
+    cosine, sine = [(1, 0), (0, 1), (-1, 0), (0, -1)][rotation // 90 % 4]  # of `rotation`
+    matrix = [cosine << 16, -sine << 16, 0, sine << 16, cosine << 16, 0, 0, 0, 1 << 30]
+    data = bytearray(Path(path).read_bytes())
+    track_headers = [
+        (payload, end)
+        for kind, payload, end in _mp4_boxes(data, 0, len(data))
+        if kind == b"moov"
+        for kind, payload, end in _mp4_boxes(data, payload, end)
+        if kind == b"trak"
+        for kind, payload, end in _mp4_boxes(data, payload, end)
+        if kind == b"tkhd"
+    ]
+    if len(track_headers) != 1:
+        raise ValueError(f"{path} must have one track to rotate, found {len(track_headers)}.")
+    ((payload, _),) = track_headers
+    # after version and flags: times, track id, reserved, duration (32-bit fields in version 0, 64-bit times and
+    # duration in version 1), then 8 reserved bytes, layer, alternate group, volume and 2 reserved bytes
+    matrix_start = payload + (40 if data[payload] == 0 else 52)
+    data[matrix_start : matrix_start + 36] = b"".join(value.to_bytes(4, "big", signed=True) for value in matrix)
+    Path(path).write_bytes(data)
 
 
 def _keyframe_indices(path: Path) -> np.ndarray:

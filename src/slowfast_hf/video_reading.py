@@ -24,17 +24,18 @@ import numbers
 import os
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
-from threading import Lock
+from threading import Event, Lock
 from typing import BinaryIO
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+from packaging import version
 from transformers.video_utils import VideoMetadata
 
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
@@ -50,6 +51,8 @@ _DISCONTINUITY_SECONDS = 10.0
 # Containers whose frames FFmpeg cuts out of the byte stream with a parser (MPEG-PS, raw elementary streams).
 _FORMATS_CUT_BY_PARSERS = frozenset({"mpeg", "mpegvideo", "h264", "hevc", "m4v", "vc1", "cavsvideo"})
 _TRANSPORT_STREAM_PACKET_SIZES = (188, 192, 204)  # MPEG-TS, M2TS (timecode prefix), TS with Reed-Solomon parity
+# PyAV 17 and later convert colours on every core by default (`threads=0`); the decoding threads already use them.
+_REFORMAT_OPTIONS = {"threads": 1} if version.parse(av.__version__) >= version.parse("17") else {}
 
 
 @dataclass(frozen=True)
@@ -493,7 +496,10 @@ def _scan_packets(container, stream, description: str, source_size: int) -> _Str
     """Reads every packet header of `stream` (no decoding) into a `_StreamIndex`; checks the stream is complete."""
     is_transport_stream = container.format.name == "mpegts"
     keys_by_content = container.format.name in _FORMATS_CUT_BY_PARSERS
-    packet_pts, packet_dts, packet_keys, packet_flags, packet_duration = [], [], [], [], []
+    # Lists of ints and bools, which Python's garbage collector does not track: a tuple per packet would set it off
+    # during the scan, and its full collections visit every object of the process (~0.1 s beside torch).
+    packet_keys, packet_pts, packet_dts, packet_durations = [], [], [], []
+    packet_is_keyframe, packet_is_discard = [], []
     try:
         for packet in container.demux(stream):
             if packet.size == 0:  # the flush packet at the end of the stream
@@ -506,23 +512,26 @@ def _scan_packets(container, stream, description: str, source_size: int) -> _Str
                     f"`source` ({description}) is corrupt or truncated: a packet of its video stream is incomplete or "
                     "damaged."
                 )
-            pts = packet.pts if packet.pts is not None else packet.dts
+            pts, dts = packet.pts, packet.dts
             if pts is None:
-                raise ValueError(f"`source` ({description}) has video packets without timestamps; remux it.")
-            packet_pts.append(pts)
-            packet_dts.append(packet.dts if packet.dts is not None else pts)
+                if dts is None:
+                    raise ValueError(f"`source` ({description}) has video packets without timestamps; remux it.")
+                pts = dts
             packet_keys.append(_packet_key(packet, keys_by_content))
-            packet_flags.append((packet.is_keyframe, packet.is_discard))
-            packet_duration.append(packet.duration or 0)
+            packet_pts.append(pts)
+            packet_dts.append(pts if dts is None else dts)
+            packet_is_keyframe.append(packet.is_keyframe)
+            packet_is_discard.append(packet.is_discard)
+            packet_durations.append(packet.duration or 0)
     except av.error.FFmpegError as error:
         raise ValueError(f"`source` ({description}) is corrupt or truncated: {error}") from error
     if not packet_pts:
         raise ValueError(f"`source` ({description}) has a video stream with no frames.")
 
-    raw_pts = np.asarray(packet_pts, dtype=np.int64)  # (P,) in decoding order
-    raw_dts = np.asarray(packet_dts, dtype=np.int64)  # (P,)
-    is_keyframe, is_discard = np.asarray(packet_flags, dtype=bool).T  # (P,), (P,)
-    durations = np.asarray(packet_duration, dtype=np.int64)  # (P,)
+    raw_pts = np.array(packet_pts, dtype=np.int64)  # (P,) in decoding order
+    raw_dts = np.array(packet_dts, dtype=np.int64)  # (P,)
+    is_keyframe, is_discard = np.array(packet_is_keyframe), np.array(packet_is_discard)  # (P,) bool, (P,) bool
+    durations = np.array(packet_durations, dtype=np.int64)  # (P,)
     pts, dts = raw_pts.copy(), raw_dts.copy()
     if container.format.flags & av.format.Flags.ts_discont.value:  # MPEG-TS/PS: timestamps may reset or jump
         _remove_discontinuities(dts, pts, durations, stream.time_base)
@@ -627,7 +636,9 @@ class _FrameSink:
 
     def put(self, output_position: int, frame: av.VideoFrame, reformatter: VideoReformatter) -> None:
         """Converts `frame` to RGB at the stream's size and stores it, upright if asked, at `output_position`."""
-        rgb = reformatter.reformat(frame, format="rgb24", width=self.width, height=self.height).to_ndarray()
+        rgb = reformatter.reformat(
+            frame, format="rgb24", width=self.width, height=self.height, **_REFORMAT_OPTIONS
+        ).to_ndarray()
         if self.frames is None:
             with self._lock:
                 if self.frames is None:
@@ -649,19 +660,31 @@ def _decode_in_parallel(source, container, stream, index, description, sink: _Fr
         decoder = _FrameDecoder(container, stream, index, description, sink, threads=cores if len(runs) == 1 else 1)
         decoder.decode_runs(runs)
         return decoder.num_decoded_frames
-    # Contiguous shares of about equal cost (packets to decode), so each thread seeks forward through the file.
-    costs = np.cumsum([run.last - run.start + 1 for run in runs])
-    bounds = np.searchsorted(costs, costs[-1] * np.arange(1, num_workers) / num_workers)
-    shares = [share for share in np.split(np.arange(len(runs)), bounds) if len(share)]
+    # Each thread takes the next run when it is done with one (runs differ in cost), so every thread seeks forward
+    # through the file; after an error the others stop at their current run.
+    pending_runs, lock, failed = iter(runs), Lock(), Event()
 
-    def decode_share(share: np.ndarray) -> int:
-        with _open_video_stream(source) as (own_container, own_stream, _):
-            decoder = _FrameDecoder(own_container, own_stream, index, description, sink)
-            decoder.decode_runs([runs[i] for i in share])
-            return decoder.num_decoded_frames
+    def next_runs() -> Iterator[_Run]:
+        while not failed.is_set():
+            with lock:
+                run = next(pending_runs, None)
+            if run is None:
+                return
+            yield run
 
-    with ThreadPoolExecutor(max_workers=len(shares)) as executor:
-        return sum(executor.map(decode_share, shares))
+    def decode(worker: int) -> int:
+        opened = nullcontext((container, stream, description)) if worker == 0 else _open_video_stream(source)
+        try:
+            with opened as (own_container, own_stream, _):
+                decoder = _FrameDecoder(own_container, own_stream, index, description, sink)
+                decoder.decode_runs(next_runs())
+                return decoder.num_decoded_frames
+        except BaseException:
+            failed.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=num_workers) as executor:
+        return sum(executor.map(decode, range(num_workers)))
 
 
 class _SeekLandedLateError(Exception):
@@ -689,9 +712,9 @@ class _FrameDecoder:
         self.can_skip_non_reference = self.codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
         # One converter for all frames: `VideoFrame.to_ndarray(format=...)` sets up a new one per frame.
         self.reformatter = VideoReformatter()
-        self.position_of_key = {}  # packet key -> packet number, built on first need
+        self.first_packet_of_key = None  # packet key -> the first packet number with it, built on first need
 
-    def decode_runs(self, runs: list[_Run]) -> None:
+    def decode_runs(self, runs: Iterable[_Run]) -> None:
         for run in runs:
             self._decode_run(run)
 
@@ -734,7 +757,11 @@ class _FrameDecoder:
             for number, packet in self._packets_from(run.start, run.last):
                 if self.index.packet_pts[number] < start_pts and number not in remaining:
                     continue  # a leading picture of an open group of pictures: its references are before the seek
-                packet.opaque = number
+                # A new tuple, not the int: PyAV keeps `opaque` values in one table for the process, keyed by id(),
+                # and drops the entry when any buffer holding that key is freed. Small ints are shared objects, so
+                # another decoder (another thread of this read, or any PyAV user) tagging a packet with the same
+                # number would clear this tag, and the frame could no longer be identified.
+                packet.opaque = (number,)
                 if self.can_skip_non_reference:
                     self.codec.skip_frame = "DEFAULT" if number in remaining else "NONREF"
                 for frame in self.codec.decode(packet):
@@ -777,23 +804,30 @@ class _FrameDecoder:
     def _number_of_key(self, key: int, after: int) -> int | None:
         """The first packet number after `after` whose key is `key` (byte positions repeat where one PES packet holds
         the starts of two frames), or None."""
-        if not self.position_of_key:
+        if self.first_packet_of_key is None:
+            self.first_packet_of_key = {}
             for number, packet_key in enumerate(self.index.packet_keys):
-                self.position_of_key.setdefault(packet_key, []).append(number)
-        numbers_of_key = self.position_of_key.get(key, [])
-        return next((number for number in numbers_of_key if number > after), None)
+                self.first_packet_of_key.setdefault(packet_key, number)
+        number = self.first_packet_of_key.get(key)
+        if number is None or number > after:
+            return number
+        try:
+            return self.index.packet_keys.index(key, after + 1)  # a repeated key
+        except ValueError:
+            return None
 
     def _take(self, frame: av.VideoFrame, remaining: dict[int, int]) -> None:
         """Stores `frame` if it is wanted. Any frame of the run flagged corrupt raises, wanted or not: the frames
         decoded after it may reference it."""
         self.num_decoded_frames += 1
+        number = frame.opaque[0] if frame.opaque is not None else None  # the packet it came from
         if frame.is_corrupt:
-            seconds = self._seconds_of_packet(frame.opaque) if frame.opaque is not None else math.nan
+            seconds = self._seconds_of_packet(number) if number is not None else math.nan
             raise ValueError(
                 f"`source` ({self.description}) is corrupt: the frame at {seconds:.3f} s decodes with errors, and so "
                 "may the frames decoded from it."
             )
-        output_position = remaining.pop(frame.opaque, None) if frame.opaque is not None else None
+        output_position = remaining.pop(number, None) if number is not None else None
         if output_position is not None:
             self.sink.put(output_position, frame, self.reformatter)
 
