@@ -52,4 +52,4 @@ benchmark: install
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache benchmarks/out examples/out
-	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
+	find . -path './.venv*' -prune -o -name __pycache__ -type d -print -exec rm -rf {} +
