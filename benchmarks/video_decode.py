@@ -10,7 +10,7 @@ Each row samples N frames evenly (the frames `read_video(num_frames=N)` picks, g
 reports the median wall time over `--repeats` runs, the decoders taking turns so that changes in machine load hit
 them alike:
   - `read_video`: ours, exact (runs of frames decoded from their keyframe on one thread per core, non-reference
-    frames skipped unless requested);
+    frames skipped unless requested, and reference B-frames no frame leading to a requested one uses);
   - `read_video approx.`: ours with `approximate=True` (nearest keyframes only);
   - `torchcodec exact`: `VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=0)` (all threads, Transformers'
     setting) `.get_frames_at(indices)`;

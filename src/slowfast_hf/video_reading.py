@@ -10,15 +10,18 @@ player shows them.
 
 `read_video` then decodes only what the requested frames need. Each run of requested frames that share a keyframe
 costs one seek to that keyframe and one forward decode to the last of them, in which frames that no other frame
-references (H.264/HEVC non-reference frames) are skipped unless requested. Runs are spread over threads, each with
-its own demuxer and decoder (PyAV releases the GIL while decoding). Every packet fed to a decoder carries its place
-in the scan (`Packet.opaque`, copied to the frame it produces), so a frame is identified by the packet it came from,
-never by a timestamp the demuxer gives after a seek or by the order the decoder emits frames in.
+references (H.264/HEVC non-reference frames) are skipped unless requested, and so are H.264 reference B-frames that
+no frame leading to a requested one references (found from the slice headers by `h264_references`; B-pyramids whose
+P-frames reference P-frames only, as x264's faster presets and strict pyramids write). Runs are spread over threads,
+each with its own demuxer and decoder (PyAV releases the GIL while decoding). Every packet fed to a decoder carries
+its place in the scan (`Packet.opaque`, copied to the frame it produces), so a frame is identified by the packet it
+came from, never by a timestamp the demuxer gives after a seek or by the order the decoder emits frames in.
 
 Decoding errors are errors: the decoders run with FFmpeg's `err_detect=explode`, and a frame flagged corrupt raises.
 """
 
 import io
+import itertools
 import math
 import numbers
 import os
@@ -38,6 +41,8 @@ from av.video.reformatter import VideoReformatter
 from packaging import version
 from transformers.video_utils import VideoMetadata
 
+from .h264_references import H264ReferencePlanner
+
 VideoSource = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 __all__ = ["DecodedVideo", "VideoInfo", "VideoSource", "probe_video", "read_video"]
@@ -50,6 +55,9 @@ _CODECS_SKIPPING_NON_REFERENCE_FRAMES = frozenset({"h264", "hevc"})
 _DISCONTINUITY_SECONDS = 10.0
 # Containers whose frames FFmpeg cuts out of the byte stream with a parser (MPEG-PS, raw elementary streams).
 _FORMATS_CUT_BY_PARSERS = frozenset({"mpeg", "mpegvideo", "h264", "hevc", "m4v", "vc1", "cavsvideo"})
+# The most compressed bytes of a run held to plan its skips (`H264ReferencePlanner`); longer runs decode every
+# reference frame. A bound on the memory a read takes beyond its frames.
+_MAX_PLANNED_RUN_BYTES = 32 * 2**20
 _TRANSPORT_STREAM_PACKET_SIZES = (188, 192, 204)  # MPEG-TS, M2TS (timecode prefix), TS with Reed-Solomon parity
 # PyAV 17 and later convert colours on every core by default (`threads=0`); the decoding threads already use them.
 _REFORMAT_OPTIONS = {"threads": 1} if version.parse(av.__version__) >= version.parse("17") else {}
@@ -108,7 +116,7 @@ class DecodedVideo:
             Metadata of the video stream.
         num_decoded_frames (`int`):
             How many frames the decoders produced to return these: the cost of the read (a full decode produces
-            `info.num_frames`; skipped non-reference frames are not produced).
+            `info.num_frames`; skipped frames are not produced).
     """
 
     frames: np.ndarray
@@ -710,6 +718,7 @@ class _FrameDecoder:
         self.codec.thread_type = "AUTO" if threads > 1 else "SLICE"
         self.codec.thread_count = max(1, threads)
         self.can_skip_non_reference = self.codec.name in _CODECS_SKIPPING_NON_REFERENCE_FRAMES
+        self.reference_planner = H264ReferencePlanner(self.codec.extradata) if self.codec.name == "h264" else None
         # One converter for all frames: `VideoFrame.to_ndarray(format=...)` sets up a new one per frame.
         self.reformatter = VideoReformatter()
         self.first_packet_of_key = None  # packet key -> the first packet number with it, built on first need
@@ -746,35 +755,71 @@ class _FrameDecoder:
             f"{self._seconds_of_packet(run.start):.3f} s."
         )
 
-    def _decode_after_seek(self, run: _Run, seek_target: int) -> set[int]:
-        """Seeks to `seek_target` (ticks), feeds packets `run.start .. run.last`, drains the decoder. Returns the
-        packets of the wanted frames that did not come out. Raises `_SeekLandedLateError` if the seek landed late."""
+    def _decode_after_seek(self, run: _Run, seek_target: int, plan_skips: bool = True) -> set[int]:
+        """
+        Seeks to `seek_target` (ticks), feeds packets `run.start .. run.last`, drains the decoder. Returns the packets
+        of the wanted frames that did not come out. Raises `_SeekLandedLateError` if the seek landed late.
+
+        Unwanted non-reference frames are skipped, and for H.264 the reference B-frames that `H264ReferencePlanner`
+        finds unneeded (when the wanted frames are sparse: at most one packet in 4). Should a run decoded with such
+        skips fail or miss a frame, it is decoded again with every reference frame.
+        """
         remaining = dict(run.wanted)  # packet -> output position
+        skipped_references = frozenset()
         try:
             self.container.seek(seek_target, backward=True, any_frame=False, stream=self.stream)
             self.codec.flush_buffers()
             start_pts = self.index.packet_pts[run.start]
-            for number, packet in self._packets_from(run.start, run.last):
-                if self.index.packet_pts[number] < start_pts and number not in remaining:
-                    continue  # a leading picture of an open group of pictures: its references are before the seek
+            packets = (
+                (number, packet)
+                for number, packet in self._packets_from(run.start, run.last)
+                # not a leading picture of an open group of pictures (its references are before the seek)
+                if self.index.packet_pts[number] >= start_pts or number in remaining
+            )
+            if plan_skips and self.reference_planner is not None and len(run.wanted) * 4 <= run.last - run.start:
+                # The whole run first: whether a frame is needed depends on the frames after it.
+                buffered, num_bytes = [], 0
+                for number, packet in packets:
+                    buffered.append((number, packet))
+                    num_bytes += packet.size
+                    if num_bytes > _MAX_PLANNED_RUN_BYTES:  # too long to hold: decode every reference frame
+                        packets = itertools.chain(buffered, packets)
+                        break
+                else:
+                    packets = buffered
+                    positions = self.reference_planner.skippable(
+                        [packet for _, packet in buffered],
+                        {position for position, (number, _) in enumerate(buffered) if number in remaining},
+                    )
+                    skipped_references = frozenset(buffered[position][0] for position in positions)
+            for number, packet in packets:
                 # A new tuple, not the int: PyAV keeps `opaque` values in one table for the process, keyed by id(),
                 # and drops the entry when any buffer holding that key is freed. Small ints are shared objects, so
                 # another decoder (another thread of this read, or any PyAV user) tagging a packet with the same
                 # number would clear this tag, and the frame could no longer be identified.
                 packet.opaque = (number,)
                 if self.can_skip_non_reference:
-                    self.codec.skip_frame = "DEFAULT" if number in remaining else "NONREF"
+                    if number in remaining:
+                        self.codec.skip_frame = "DEFAULT"
+                    else:
+                        self.codec.skip_frame = "BIDIR" if number in skipped_references else "NONREF"
                 for frame in self.codec.decode(packet):
                     self._take(frame, remaining)
             for frame in self.codec.decode(None):  # drain: frames still held for reordering come out
                 self._take(frame, remaining)
-        except av.error.FFmpegError as error:
-            raise ValueError(
-                f"`source` ({self.description}) is corrupt or truncated: decoding the frames from "
-                f"{self._seconds_of_packet(run.start):.3f} s fails: {error}"
-            ) from error
+        except (av.error.FFmpegError, ValueError) as error:
+            if not skipped_references:
+                if not isinstance(error, av.error.FFmpegError):  # a frame flagged corrupt (`_take`)
+                    raise
+                raise ValueError(
+                    f"`source` ({self.description}) is corrupt or truncated: decoding the frames from "
+                    f"{self._seconds_of_packet(run.start):.3f} s fails: {error}"
+                ) from error
+            remaining = None
         finally:
             self.codec.flush_buffers()
+        if skipped_references and remaining != {}:
+            return self._decode_after_seek(run, seek_target, plan_skips=False)
         return set(remaining)
 
     def _packets_from(self, start: int, last: int) -> Iterator[tuple[int, av.Packet]]:
