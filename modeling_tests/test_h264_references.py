@@ -115,26 +115,34 @@ def test_slice_headers_read_as_ffmpeg_reads_them(x264_reference_structures, name
     assert num_modified and num_marked  # the fixtures reorder lists and mark by command: both are read
 
 
+@pytest.fixture
+def fallbacks(monkeypatch) -> list[int]:
+    """The start packets of the runs decoded again with every reference frame (their planned skips failed)."""
+    started_again = []
+    decode_after_seek = video_reading._FrameDecoder._decode_after_seek
+
+    def recording_decode_after_seek(self, run, seek_target, plan_skips=True):
+        if not plan_skips:
+            started_again.append(run.start)
+        return decode_after_seek(self, run, seek_target, plan_skips)
+
+    monkeypatch.setattr(video_reading._FrameDecoder, "_decode_after_seek", recording_decode_after_seek)
+    return started_again
+
+
 def read_one_frame_per_group(path, offset: int) -> video_reading.DecodedVideo:
     """Frames `offset`, `offset + GOP`, ...: one per group of pictures, so each run has one wanted frame."""
     return read_video(path, sample_indices_fn=lambda num_frames: range(offset, num_frames, GOP), apply_rotation=False)
 
 
 @pytest.mark.parametrize("name", list(X264_REFERENCE_STRUCTURES))
-def test_reads_skipping_reference_b_frames_equal_a_full_decode(x264_reference_structures, name, monkeypatch):
+def test_reads_skipping_reference_b_frames_equal_a_full_decode(
+    x264_reference_structures, name, fallbacks, monkeypatch
+):
     """Every frame of each file read as the only wanted frame of its run, against a full sequential decode; no run
     needs its fallback (a second decode with every reference frame); the frames decoded, with plans and without."""
     path = x264_reference_structures[name]
     reference = full_decode(path)
-    fallbacks = []
-    decode_after_seek = video_reading._FrameDecoder._decode_after_seek
-
-    def recording_decode_after_seek(self, run, seek_target, plan_skips=True):
-        if not plan_skips:
-            fallbacks.append(run.start)
-        return decode_after_seek(self, run, seek_target, plan_skips)
-
-    monkeypatch.setattr(video_reading._FrameDecoder, "_decode_after_seek", recording_decode_after_seek)
     with_plans = 0
     for offset in range(GOP):
         decoded = read_one_frame_per_group(path, offset)
@@ -149,7 +157,9 @@ def test_reads_skipping_reference_b_frames_equal_a_full_decode(x264_reference_st
         assert with_plans == without_plans
 
 
-def test_unchecked_plans_decode_wrongly_and_failed_runs_are_decoded_again(x264_reference_structures, monkeypatch):
+def test_unchecked_plans_decode_wrongly_and_failed_runs_are_decoded_again(
+    x264_reference_structures, fallbacks, monkeypatch
+):
     """
     Without the planner's simulation of FFmpeg's buffer, skipping every reference B-frame before the wanted frame:
     FFmpeg decodes some frames wrongly without reporting any error (so the simulation, not FFmpeg's error detection,
@@ -166,16 +176,7 @@ def test_unchecked_plans_decode_wrongly_and_failed_runs_are_decoded_again(x264_r
             if picture.is_reference and picture.is_bidirectional and number < max(wanted)
         )
 
-    fallbacks = []
-    decode_after_seek = video_reading._FrameDecoder._decode_after_seek
-
-    def recording_decode_after_seek(self, run, seek_target, plan_skips=True):
-        if not plan_skips:
-            fallbacks.append(run.start)
-        return decode_after_seek(self, run, seek_target, plan_skips)
-
     monkeypatch.setattr(H264ReferencePlanner, "skippable", every_reference_b_picture_before_the_wanted_one)
-    monkeypatch.setattr(video_reading._FrameDecoder, "_decode_after_seek", recording_decode_after_seek)
     num_wrong = num_decoded_again = 0
     for position in range(GOP):
         fallbacks.clear()
