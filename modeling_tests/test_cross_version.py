@@ -82,7 +82,11 @@ def run(python: str, script: str, *arguments, work: Path):
     script_file.write_text(script)
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(work / "modules_cache"), PYTHONPATH="")
     result = subprocess.run(
-        [python, str(script_file), *map(str, arguments)], cwd=work, env=env, capture_output=True, text=True,
+        [python, str(script_file), *map(str, arguments)],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, f"{python} failed:\n{result.stdout}\n{result.stderr}"
@@ -91,7 +95,9 @@ def run(python: str, script: str, *arguments, work: Path):
 def transformers_version(python: str) -> str:
     result = subprocess.run(
         [python, "-c", "import json, transformers; print(json.dumps(transformers.__version__))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(result.stdout)
 

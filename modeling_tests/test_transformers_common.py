@@ -232,7 +232,9 @@ class SlowFastProcessorCommonTests(ProcessorTesterMixin, unittest.TestCase):
         return {"patch_size": 8, "fast_temporal_stride": 2}
 
 
-NO_TORCHVISION = "loads the saved video processor through AutoVideoProcessor, which needs torchvision (no CPU build here)"
+NO_TORCHVISION = (
+    "loads the saved video processor through AutoVideoProcessor, which needs torchvision (no CPU build here)"
+)
 HUB_VIDEOS = "reads its videos from the Hub (no network here; test_processing decodes real local files)"
 PROCESSOR_SKIPS = {
     "test_kwargs_overrides_default_subprocessor_kwargs_1_videos": NO_TORCHVISION,

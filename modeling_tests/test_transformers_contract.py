@@ -5,7 +5,14 @@ open, where the slow path changes outputs."""
 
 import pytest
 import torch
-from conftest import IMAGE_SIZE, PATCH_SIZE, activate_hybrid_layers, tiny_slowfast_config, tiny_slowfast_model, video_prompt
+from conftest import (
+    IMAGE_SIZE,
+    PATCH_SIZE,
+    activate_hybrid_layers,
+    tiny_slowfast_config,
+    tiny_slowfast_model,
+    video_prompt,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from slowfast_hf import SlowFastForConditionalGeneration
@@ -73,8 +80,12 @@ def test_video_features_follow_the_v5_convention(hybrid_model):
     grid = IMAGE_SIZE // PATCH_SIZE
     assert features.last_hidden_state.shape == (2 * NUM_FRAMES, grid * grid, 32)  # vision encoder, every frame
     assert len(features.hidden_states) == hybrid_model.config.vision_config.num_hidden_layers + 1
-    assert len(features.pooler_output) == 2 and all(a is b for a, b in zip(features.pooler_output, features.fast_tokens))
-    assert [s.shape[0] for s in features.slow_tokens] == [hybrid_model.model.token_builder.num_slow_tokens(4, grid, grid)] * 2
+    assert len(features.pooler_output) == 2 and all(
+        a is b for a, b in zip(features.pooler_output, features.fast_tokens)
+    )
+    assert [s.shape[0] for s in features.slow_tokens] == [
+        hybrid_model.model.token_builder.num_slow_tokens(4, grid, grid)
+    ] * 2
     assert hybrid_model.get_video_features(pixels).hidden_states is None
     as_tuple = hybrid_model.get_video_features(pixels, return_dict=False)
     assert isinstance(as_tuple, tuple)

@@ -350,7 +350,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
             pixel_values_videos,
             video_num_frames,
             keep_vision_outputs=True,
-            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_hidden_states=self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states,
             output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
         )
 
@@ -367,7 +369,9 @@ class SlowFastModel(SlowFastPreTrainedModel):
             pixel_values,
             [1] * pixel_values.shape[0],
             keep_vision_outputs=True,
-            output_hidden_states=self.config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            output_hidden_states=self.config.output_hidden_states
+            if output_hidden_states is None
+            else output_hidden_states,
             output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
             argument="pixel_values",
         )

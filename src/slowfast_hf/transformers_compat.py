@@ -48,5 +48,7 @@ def resolve_cache_argument(cache, past_key_values):
     if cache is not None and past_key_values is not None:
         raise ValueError("Pass the decoder cache as either `cache` or `past_key_values`, not both.")
     if past_key_values is not None and CACHE_KWARG == "cache":  # as Transformers' own models warn
-        warnings.warn("`past_key_values` is deprecated, pass the decoder cache as `cache`.", FutureWarning, stacklevel=3)
+        warnings.warn(
+            "`past_key_values` is deprecated, pass the decoder cache as `cache`.", FutureWarning, stacklevel=3
+        )
     return cache if cache is not None else past_key_values
