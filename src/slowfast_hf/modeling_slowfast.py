@@ -346,14 +346,16 @@ class SlowFastModel(SlowFastPreTrainedModel):
             [`SlowFastVisualFeatures`]: the fast tokens (also as `pooler_output`) and slow tokens of each video, and
             the vision encoder's outputs.
         """
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return self._visual_features(
             pixel_values_videos,
             video_num_frames,
             keep_vision_outputs=True,
-            output_hidden_states=self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states,
-            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
         )
 
     @can_return_tuple
@@ -365,14 +367,16 @@ class SlowFastModel(SlowFastPreTrainedModel):
     ) -> SlowFastVisualFeatures | tuple:
         """`pixel_values` (num_images, C, H, W): each image is a one-frame video; see `get_video_features`."""
         check_images(pixel_values)
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return self._visual_features(
             pixel_values,
             [1] * pixel_values.shape[0],
             keep_vision_outputs=True,
-            output_hidden_states=self.config.output_hidden_states
-            if output_hidden_states is None
-            else output_hidden_states,
-            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             argument="pixel_values",
         )
 
